@@ -51,7 +51,8 @@ class RunConfig:
 
 
 def snake_case(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """``RNNCompressor`` → ``rnn_compressor``, ``CodeRecognition`` → ``code_recognition``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
 def slurm_run_id(environ: dict[str, str] | os._Environ = os.environ) -> str | None:

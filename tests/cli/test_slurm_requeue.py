@@ -1,0 +1,81 @@
+"""SLURM auto-requeue: a real train.py process gets the requeue signal, checkpoints, calls
+`scontrol requeue <job id>`; the same command started again resumes from that checkpoint."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tests.conftest import TINY_COMPRESSOR
+
+REPO = Path(__file__).resolve().parents[2]
+JOB_ID = "4242"
+
+
+def slurm_env(tmp_path: Path) -> dict:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.log\n')
+    scontrol.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(
+        PATH=f"{bin_dir}:{env['PATH']}",
+        SLURM_JOB_ID=JOB_ID, SLURM_NTASKS="1", SLURM_JOB_NAME="splitcv-test", SLURM_NODELIST="localhost",
+        SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0", SLURM_NNODES="1",
+        WANDB_MODE="disabled", PYTHONUNBUFFERED="1",
+    )  # fmt: skip
+    return env
+
+
+def command(root: Path) -> list[str]:
+    return [
+        sys.executable, "train.py", "fit", *TINY_COMPRESSOR,
+        "--data.patches_per_image", "40",
+        "--trainer.limit_val_batches", "0", "--trainer.max_epochs", "-1", "--trainer.max_steps", "30",
+        "--trainer.limit_train_batches", "1.0", "--run.root", str(root), "--run.name", "requeue",
+        "--run.checkpoint_every_n_steps", "2",
+    ]  # fmt: skip
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"train.py exited early:\n{proc.stdout.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"timed out; output:\n{proc.stdout.read()}")
+        time.sleep(0.05)
+
+
+def test_requeue_signal_checkpoints_requeues_and_the_same_command_resumes(tmp_path):
+    env, cmd = slurm_env(tmp_path), command(tmp_path / "runs")
+    run_dir = tmp_path / "runs" / "requeue" / f"slurm-{JOB_ID}"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    log = tmp_path / "scontrol.log"
+
+    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(last.exists, 120, first)  # training is under way
+    first.send_signal(signal.SIGUSR1)
+    wait_for(lambda: log.exists() and any(run_dir.glob("hpc_ckpt_*.ckpt")), 60, first)
+    time.sleep(0.5)
+    first.kill()  # SLURM ends the job after the requeue
+    first.communicate()
+
+    assert log.read_text().split() == ["requeue", JOB_ID]
+    hpc = run_dir / "hpc_ckpt_1.ckpt"
+    saved_step = torch.load(hpc, weights_only=True)["global_step"]
+    assert 0 < saved_step < 30
+
+    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    output = second.stdout + second.stderr
+    assert f"resuming from {hpc}" in output
+    assert "Restored all states from the checkpoint" in output
+    assert sorted(p.name for p in (tmp_path / "runs" / "requeue").iterdir()) == [f"slurm-{JOB_ID}"]
+    assert torch.load(last, weights_only=True)["global_step"] == 30

@@ -1,0 +1,23 @@
+"""Shared fixtures: tiny, fast settings for CLI runs on the CPU."""
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+TINY_COMPRESSOR = [
+    "--config", "configs/trainer/debug.yaml",
+    "--model", "lightning_modules.rnn_compressor.RNNCompressor",
+    "--model.width", "0.0625", "--model.iterations", "2",
+    "--data", "datamodules.sample_images.SampleImagesDataModule",
+    "--data.patches_per_image", "4", "--data.batch_size", "8", "--data.val_max_side", "64",
+]  # fmt: skip
+
+
+@pytest.fixture
+def tiny_compressor_args():
+    """CLI arguments of a tiny RNNCompressor run on the bundled photos (add ``--run.root``)."""
+    return list(TINY_COMPRESSOR)
