@@ -35,8 +35,8 @@ def slurm_env(tmp_path: Path) -> dict:
 def command(root: Path) -> list[str]:
     return [
         sys.executable, "train.py", "fit", *TINY_COMPRESSOR,
-        "--data.patches_per_image", "40",
-        "--trainer.limit_val_batches", "0", "--trainer.max_epochs", "-1", "--trainer.max_steps", "30",
+        "--model.width", "0.125", "--model.iterations", "4", "--data.batch_size", "16", "--data.patches_per_image", "40",
+        "--trainer.limit_val_batches", "0", "--trainer.max_epochs", "-1", "--trainer.max_steps", "40",
         "--trainer.limit_train_batches", "1.0", "--run.root", str(root), "--run.name", "requeue",
         "--run.checkpoint_every_n_steps", "2",
     ]  # fmt: skip
@@ -70,7 +70,7 @@ def test_requeue_signal_checkpoints_requeues_and_the_same_command_resumes(tmp_pa
     assert log.read_text().split() == ["requeue", JOB_ID]
     hpc = run_dir / "hpc_ckpt_1.ckpt"
     saved_step = torch.load(hpc, weights_only=True)["global_step"]
-    assert 0 < saved_step < 30
+    assert 0 < saved_step < 40
 
     second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -78,4 +78,4 @@ def test_requeue_signal_checkpoints_requeues_and_the_same_command_resumes(tmp_pa
     assert f"resuming from {hpc}" in output
     assert "Restored all states from the checkpoint" in output
     assert sorted(p.name for p in (tmp_path / "runs" / "requeue").iterdir()) == [f"slurm-{JOB_ID}"]
-    assert torch.load(last, weights_only=True)["global_step"] == 30
+    assert torch.load(last, weights_only=True)["global_step"] == 40

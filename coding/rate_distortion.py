@@ -1,0 +1,236 @@
+"""Rate–distortion points of the recurrent codec and of classical codecs, measured from real bytes.
+
+Every rate comes from an encoded byte string (:mod:`coding.rnn_bitstream`, :mod:`coding.image_codecs`),
+every distortion from decoding that string. Rows are plain dicts, one per setting, averaged over the
+images (the mean of per-image values, as in CompressAI's and Kodak-style evaluations):
+
+``codec``          ``"rnn"`` or the classical codec's name
+``setting``        ``"it{k}"`` (k iterations), ``"q{quality}"``, or ``"lossless"`` (PNG)
+``bpp``            bits per pixel of the whole stream/file, header or container included
+``bytes``          mean bytes per image of that stream/file
+``psnr``           dB, ``data_range=1`` (``inf`` for an exact reconstruction)
+``ms_ssim``        MS-SSIM, ``data_range=1``; see :func:`ms_ssim_scales` for small images
+``ms_ssim_scales`` fewest scales any image was evaluated with (5 = standard MS-SSIM; 0 = too small, NaN)
+
+Recurrent-codec rows add ``iterations``, ``bpp_payload`` (header excluded), ``bpp_entropy`` /
+``bytes_entropy`` / ``bpp_entropy_payload`` (the same codes entropy coded by :mod:`coding.code_entropy`)
+and ``header_bytes``. Classical rows add ``quality`` (``None`` for PNG).
+
+Distortion is measured against the images as given (float in [0, 1]); classical codecs encode them
+rounded to 8 bits, so pass 8-bit images (e.g. decoded from files) for an exact like-for-like comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import Tensor
+from torchmetrics.functional.image import (
+    multiscale_structural_similarity_index_measure,
+    peak_signal_noise_ratio,
+)
+
+from coding import image_codecs
+from coding.rnn_bitstream import compress_codes, decompress_all_iterations, parse_header
+from models.rnn_codec import RNNCodec
+
+MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+"""Scale weights of Wang et al. (2003), torchmetrics' default."""
+MS_SSIM_KERNEL = 11
+
+
+def ms_ssim_scales(height: int, width: int, kernel_size: int = MS_SSIM_KERNEL) -> int:
+    """Most scales (≤ 5) MS-SSIM can use on an image of this size; 0 if even one is impossible.
+
+    The standard five scales need more than ``(kernel_size − 1)·2⁴`` = 160 pixels per side (torchmetrics
+    asks for 176 ≥ its own bound). For smaller images fewer scales are used: the largest ``n`` with
+    ``side // 2^(n−1) > kernel_size − 1`` that torchmetrics also accepts (side ≥ 2^n and
+    ``side // max(1, n − 1)² > kernel_size − 1``).
+    """
+    side = min(height, width)
+    for n in range(len(MS_SSIM_BETAS), 0, -1):
+        if (
+            side >= 2**n
+            and side // 2 ** (n - 1) > kernel_size - 1
+            and side // max(1, n - 1) ** 2 > kernel_size - 1
+        ):
+            return n
+    return 0
+
+
+def ms_ssim(prediction: Tensor, target: Tensor) -> tuple[float, int]:
+    """MS-SSIM of one image pair (3, H, W) in [0, 1] and the number of scales used.
+
+    With fewer than five scales the first ``n`` of :data:`MS_SSIM_BETAS` are used, renormalised to sum
+    to 1 (the coarse scales are dropped). Images with a side ≤ 10 pixels give ``(nan, 0)``.
+    """
+    n = ms_ssim_scales(*target.shape[-2:])
+    if n == 0:
+        return math.nan, 0
+    betas = MS_SSIM_BETAS[:n]
+    betas = tuple(b / sum(betas) for b in betas) if n < len(MS_SSIM_BETAS) else betas
+    value = multiscale_structural_similarity_index_measure(
+        prediction.detach()[None].float(),
+        target.detach()[None].float(),
+        data_range=1.0,
+        betas=betas,
+        kernel_size=MS_SSIM_KERNEL,
+    )
+    return float(value), n
+
+
+def psnr(prediction: Tensor, target: Tensor) -> float:
+    """PSNR in dB of one image pair in [0, 1] (``inf`` when they are equal)."""
+    return float(
+        peak_signal_noise_ratio(
+            prediction.detach()[None].float(), target.detach()[None].float(), data_range=1.0
+        )
+    )
+
+
+def _check_images(images: Sequence[Tensor]) -> None:
+    if len(images) == 0:
+        raise ValueError("images must be a non-empty list of (3, H, W) tensors")
+    for i, image in enumerate(images):
+        if (
+            not isinstance(image, Tensor)
+            or image.ndim != 3
+            or image.shape[0] != 3
+            or not image.is_floating_point()
+        ):
+            raise ValueError(
+                f"image {i} must be a float tensor (3, H, W) in [0, 1], got {getattr(image, 'shape', image)}"
+            )
+        if image.min() < 0 or image.max() > 1:
+            raise ValueError(f"image {i} must be in [0, 1]")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def rnn_codec_points(codec: RNNCodec, images: Sequence[Tensor], iterations: int) -> list[dict]:
+    """One row per iteration k = 1..T (keys in the module docstring).
+
+    Each image is encoded once for T iterations; the stream of the first k iterations is written with
+    :func:`coding.rnn_bitstream.compress_codes` (the codes are causal, so that stream is exactly what
+    ``compress(codec, image, k)`` writes), measured, and the distortion after k iterations is taken from
+    decoding the T-iteration stream.
+    """
+    _check_images(images)
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    weight = next(codec.parameters())
+    per_image: list[list[dict]] = []
+    for image in images:
+        x = image[None].to(device=weight.device, dtype=weight.dtype)
+        size = (image.shape[-2], image.shape[-1])
+        pixels = size[0] * size[1]
+        codes = codec.encode(x, iterations)
+        x_hats = decompress_all_iterations(codec, compress_codes(codec, codes, size)).cpu()
+        rows = []
+        for k in range(1, iterations + 1):
+            packed = parse_header(compress_codes(codec, codes[:k], size, entropy_coding=False))
+            coded = parse_header(compress_codes(codec, codes[:k], size, entropy_coding=True))
+            value, scales = ms_ssim(x_hats[k - 1, 0], image.cpu())
+            rows.append(
+                {
+                    "bpp": packed.total_bytes * 8 / pixels,
+                    "bpp_payload": packed.payload_bytes * 8 / pixels,
+                    "bytes": packed.total_bytes,
+                    "bpp_entropy": coded.total_bytes * 8 / pixels,
+                    "bpp_entropy_payload": coded.payload_bytes * 8 / pixels,
+                    "bytes_entropy": coded.total_bytes,
+                    "header_bytes": packed.header_bytes,
+                    "psnr": psnr(x_hats[k - 1, 0], image.cpu()),
+                    "ms_ssim": value,
+                    "ms_ssim_scales": scales,
+                }
+            )
+        per_image.append(rows)
+    points = []
+    for k in range(1, iterations + 1):
+        rows = [image_rows[k - 1] for image_rows in per_image]
+        point: dict = {"codec": "rnn", "setting": f"it{k}", "iterations": k}
+        for key in rows[0]:
+            if key == "ms_ssim_scales":
+                point[key] = min(row[key] for row in rows)
+            elif key != "header_bytes":
+                point[key] = _mean([row[key] for row in rows])
+        point["header_bytes"] = rows[0]["header_bytes"]
+        points.append(point)
+    return points
+
+
+def _image_codec_point(images: Sequence[Tensor], codec: str, quality: int | None) -> dict:
+    bpps, sizes, psnrs, ssims, scales = [], [], [], [], []
+    for image in images:
+        data = image_codecs.encode_image(image, codec, quality)
+        decoded = image_codecs.to_float_chw(image_codecs.decode_image(data, codec))
+        target = image.detach().cpu().float()
+        value, n = ms_ssim(decoded, target)
+        bpps.append(len(data) * 8 / (image.shape[-2] * image.shape[-1]))
+        sizes.append(len(data))
+        psnrs.append(psnr(decoded, target))
+        ssims.append(value)
+        scales.append(n)
+    return {
+        "codec": codec,
+        "setting": "lossless" if quality is None else f"q{quality}",
+        "quality": quality,
+        "bpp": _mean(bpps),
+        "bytes": _mean(sizes),
+        "psnr": _mean(psnrs),
+        "ms_ssim": _mean(ssims),
+        "ms_ssim_scales": min(scales),
+    }
+
+
+def image_codec_points(images: Sequence[Tensor], codec: str, qualities: Sequence[int | None]) -> list[dict]:
+    """One row per quality for a classical codec (keys in the module docstring); PNG ignores quality
+    and gives one ``"lossless"`` row however many qualities are asked for.
+
+    Raises:
+        ValueError: unknown or unavailable codec, or a quality out of its range (checked before any work).
+    """
+    _check_images(images)
+    spec = image_codecs.get_codec(codec)
+    if spec.qualities is None:
+        return [_image_codec_point(images, codec, None)]
+    checked = [image_codecs.check_quality(codec, q) for q in qualities]
+    return [_image_codec_point(images, codec, q) for q in checked]
+
+
+def nearest_quality_at_bpp(images: Sequence[Tensor], codec: str, target_bpp: float) -> dict:
+    """The row of the quality whose mean bpp is nearest to ``target_bpp`` (plus ``target_bpp``).
+
+    Binary search over the codec's quality range, assuming bpp grows with quality (true of these codecs
+    up to small wiggles); the answer is the nearest of all qualities actually measured on the way, so a
+    wiggle costs accuracy, never correctness of the reported numbers. About log2(101) ≈ 7 encodes of
+    every image.
+    """
+    _check_images(images)
+    if not target_bpp > 0:
+        raise ValueError(f"target_bpp must be positive, got {target_bpp}")
+    spec = image_codecs.get_codec(codec)
+    measured: dict[int | None, dict] = {}
+
+    def at(quality: int | None) -> dict:
+        if quality not in measured:
+            measured[quality] = _image_codec_point(images, codec, quality)
+        return measured[quality]
+
+    if spec.qualities is None:
+        at(None)
+    else:
+        low, high = spec.quality_min, spec.quality_max
+        if at(low)["bpp"] < target_bpp < at(high)["bpp"]:
+            while high - low > 1:
+                middle = (low + high) // 2
+                if at(middle)["bpp"] < target_bpp:
+                    low = middle
+                else:
+                    high = middle
+    best = min(measured.values(), key=lambda row: abs(row["bpp"] - target_bpp))
+    return {**best, "target_bpp": float(target_bpp)}
