@@ -1,12 +1,12 @@
-"""Per-image distortion measures (PSNR, MS-SSIM) on images in [0, 1].
+"""Distortion measures on images in [0, 1]: PSNR and MS-SSIM, per image of a batch.
 
-MS-SSIM with its five default scales needs sides above ``(11 - 1) · 2⁴ = 160`` pixels; smaller images
-use as many of the leading scales as fit (the weights renormalised), so small crops still get a
-number — always the same number of scales for the same image size.
+MS-SSIM's five standard scales need more than ``(11 − 1)·2⁴ = 160`` pixels per side; smaller images
+use the leading scales that fit (see :func:`ms_ssim_scales`), the weights renormalised to sum to 1.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 from torchmetrics.functional.image import (
     multiscale_structural_similarity_index_measure,
@@ -17,32 +17,44 @@ MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MS_SSIM_KERNEL = 11
 
 
-def ms_ssim_betas(height: int, width: int, kernel_size: int = MS_SSIM_KERNEL) -> tuple[float, ...]:
-    """The leading MS-SSIM scale weights that an image of this size supports (renormalised to sum 1)."""
+def ms_ssim_scales(height: int, width: int, kernel_size: int = MS_SSIM_KERNEL) -> int:
+    """Most scales (≤ 5) MS-SSIM can use on an image of this size; 0 if even one is impossible.
+
+    The standard five scales need more than ``(kernel_size − 1)·2⁴`` = 160 pixels per side (torchmetrics
+    asks for 176 ≥ its own bound). For smaller images fewer scales are used: the largest ``n`` with
+    ``side // 2^(n−1) > kernel_size − 1`` that torchmetrics also accepts (side ≥ 2^n and
+    ``side // max(1, n − 1)² > kernel_size − 1``).
+    """
     side = min(height, width)
-    scales = len(MS_SSIM_BETAS)
-    while scales > 1 and side <= (kernel_size - 1) * 2 ** (scales - 1):
-        scales -= 1
-    betas = MS_SSIM_BETAS[:scales]
-    return tuple(b / sum(betas) for b in betas)
+    for n in range(len(MS_SSIM_BETAS), 0, -1):
+        if (
+            side >= 2**n
+            and side // 2 ** (n - 1) > kernel_size - 1
+            and side // max(1, n - 1) ** 2 > kernel_size - 1
+        ):
+            return n
+    return 0
 
 
 def psnr(x_hat: Tensor, x: Tensor) -> Tensor:
-    """PSNR in dB of each image of a batch (B,), on [0, 1] images (``x_hat`` is clamped)."""
+    """PSNR in dB of each image of a batch (B,) (``inf`` where equal); ``x_hat`` is clamped to [0, 1]."""
     return peak_signal_noise_ratio(
-        x_hat.clamp(0, 1), x, data_range=1.0, reduction="none", dim=(1, 2, 3)
+        x_hat.detach().float().clamp(0, 1), x.detach().float(), data_range=1.0, reduction="none", dim=(1, 2, 3)
     )
 
 
 def ms_ssim(x_hat: Tensor, x: Tensor) -> Tensor:
-    """MS-SSIM of each image of a batch (B,), on [0, 1] images (``x_hat`` is clamped)."""
-    h, w = x.shape[-2:]
-    kernel = min(MS_SSIM_KERNEL, (min(h, w) // 2) * 2 - 1)
+    """MS-SSIM of each image of a batch (B,) with :func:`ms_ssim_scales` scales (NaN for sides ≤ 10)."""
+    n = ms_ssim_scales(*x.shape[-2:])
+    if n == 0:
+        return torch.full((x.shape[0],), float("nan"))
+    betas = MS_SSIM_BETAS[:n]
+    betas = tuple(b / sum(betas) for b in betas) if n < len(MS_SSIM_BETAS) else betas
     return multiscale_structural_similarity_index_measure(
-        x_hat.clamp(0, 1),
-        x,
+        x_hat.detach().float().clamp(0, 1),
+        x.detach().float(),
         data_range=1.0,
-        kernel_size=kernel,
-        betas=ms_ssim_betas(h, w, kernel),
+        betas=betas,
+        kernel_size=MS_SSIM_KERNEL,
         reduction="none",
     )

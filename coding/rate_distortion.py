@@ -26,68 +26,11 @@ import math
 from collections.abc import Sequence
 
 from torch import Tensor
-from torchmetrics.functional.image import (
-    multiscale_structural_similarity_index_measure,
-    peak_signal_noise_ratio,
-)
 
 from coding import image_codecs
+from coding.image_quality import ms_ssim, ms_ssim_scales, psnr
 from coding.rnn_bitstream import compress_codes, decompress_all_iterations, parse_header
 from models.rnn_codec import RNNCodec
-
-MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-"""Scale weights of Wang et al. (2003), torchmetrics' default."""
-MS_SSIM_KERNEL = 11
-
-
-def ms_ssim_scales(height: int, width: int, kernel_size: int = MS_SSIM_KERNEL) -> int:
-    """Most scales (≤ 5) MS-SSIM can use on an image of this size; 0 if even one is impossible.
-
-    The standard five scales need more than ``(kernel_size − 1)·2⁴`` = 160 pixels per side (torchmetrics
-    asks for 176 ≥ its own bound). For smaller images fewer scales are used: the largest ``n`` with
-    ``side // 2^(n−1) > kernel_size − 1`` that torchmetrics also accepts (side ≥ 2^n and
-    ``side // max(1, n − 1)² > kernel_size − 1``).
-    """
-    side = min(height, width)
-    for n in range(len(MS_SSIM_BETAS), 0, -1):
-        if (
-            side >= 2**n
-            and side // 2 ** (n - 1) > kernel_size - 1
-            and side // max(1, n - 1) ** 2 > kernel_size - 1
-        ):
-            return n
-    return 0
-
-
-def ms_ssim(prediction: Tensor, target: Tensor) -> tuple[float, int]:
-    """MS-SSIM of one image pair (3, H, W) in [0, 1] and the number of scales used.
-
-    With fewer than five scales the first ``n`` of :data:`MS_SSIM_BETAS` are used, renormalised to sum
-    to 1 (the coarse scales are dropped). Images with a side ≤ 10 pixels give ``(nan, 0)``.
-    """
-    n = ms_ssim_scales(*target.shape[-2:])
-    if n == 0:
-        return math.nan, 0
-    betas = MS_SSIM_BETAS[:n]
-    betas = tuple(b / sum(betas) for b in betas) if n < len(MS_SSIM_BETAS) else betas
-    value = multiscale_structural_similarity_index_measure(
-        prediction.detach()[None].float(),
-        target.detach()[None].float(),
-        data_range=1.0,
-        betas=betas,
-        kernel_size=MS_SSIM_KERNEL,
-    )
-    return float(value), n
-
-
-def psnr(prediction: Tensor, target: Tensor) -> float:
-    """PSNR in dB of one image pair in [0, 1] (``inf`` when they are equal)."""
-    return float(
-        peak_signal_noise_ratio(
-            prediction.detach()[None].float(), target.detach()[None].float(), data_range=1.0
-        )
-    )
-
 
 def _check_images(images: Sequence[Tensor]) -> None:
     if len(images) == 0:
@@ -133,7 +76,7 @@ def rnn_codec_points(codec: RNNCodec, images: Sequence[Tensor], iterations: int)
         for k in range(1, iterations + 1):
             packed = parse_header(compress_codes(codec, codes[:k], size, entropy_coding=False))
             coded = parse_header(compress_codes(codec, codes[:k], size, entropy_coding=True))
-            value, scales = ms_ssim(x_hats[k - 1, 0], image.cpu())
+            value, scales = float(ms_ssim(x_hats[k - 1], image.cpu()[None])[0]), ms_ssim_scales(*image.shape[-2:])
             rows.append(
                 {
                     "bpp": packed.total_bytes * 8 / pixels,
@@ -143,7 +86,7 @@ def rnn_codec_points(codec: RNNCodec, images: Sequence[Tensor], iterations: int)
                     "bpp_entropy_payload": coded.payload_bytes * 8 / pixels,
                     "bytes_entropy": coded.total_bytes,
                     "header_bytes": packed.header_bytes,
-                    "psnr": psnr(x_hats[k - 1, 0], image.cpu()),
+                    "psnr": float(psnr(x_hats[k - 1], image.cpu()[None])[0]),
                     "ms_ssim": value,
                     "ms_ssim_scales": scales,
                 }
@@ -169,10 +112,10 @@ def _image_codec_point(images: Sequence[Tensor], codec: str, quality: int | None
         data = image_codecs.encode_image(image, codec, quality)
         decoded = image_codecs.to_float_chw(image_codecs.decode_image(data, codec))
         target = image.detach().cpu().float()
-        value, n = ms_ssim(decoded, target)
+        value, n = float(ms_ssim(decoded[None], target[None])[0]), ms_ssim_scales(*target.shape[-2:])
         bpps.append(len(data) * 8 / (image.shape[-2] * image.shape[-1]))
         sizes.append(len(data))
-        psnrs.append(psnr(decoded, target))
+        psnrs.append(float(psnr(decoded[None], target[None])[0]))
         ssims.append(value)
         scales.append(n)
     return {

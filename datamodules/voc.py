@@ -1,0 +1,269 @@
+"""PASCAL VOC detection (VOC2007+2012 trainval / VOC2007 test) as a LightningDataModule.
+
+Layout (the official tars extracted into one root)::
+
+    root/VOCdevkit/VOC2007/{Annotations/*.xml, JPEGImages/*.jpg, ImageSets/Main/{trainval,test}.txt}
+    root/VOCdevkit/VOC2012/{Annotations/*.xml, JPEGImages/*.jpg, ImageSets/Main/trainval.txt}
+
+Index files and XML are read through ``torchvision.datasets.VOCDetection`` (its ``ImageSets`` reading
+and its ``parse_voc_xml``); images through ``datamodules.image_io.load_rgb`` so an unreadable file is
+named. All annotations of a split are parsed once, when the dataset is built.
+
+Targets follow torchvision's detection format: ``{"boxes": float32 (N, 4) x_min, y_min, x_max, y_max
+in pixels of the resized image, "labels": int64 (N,) in 1..20 (0 is the background), "difficult": bool
+(N,)}``. VOC boxes are 1-based inclusive pixel indices; they are converted to continuous coordinates
+(``x_min - 1, y_min - 1, x_max, y_max``). ``difficult`` objects are kept and flagged: the VOC
+evaluation ignores them; a training loss may skip them.
+
+Images whose annotation has no object are skipped in training sets (they teach a detector nothing
+and break some matchers) and kept in evaluation sets (false positives on them count); either way
+they are counted in ``dataset.empty_count`` and reported.
+
+Splits default to the SSD / shared-CNN paper protocol (train 07+12 trainval, test 07 test); the
+compressed-recognition paper uses VOC2007 only: ``train_splits: ["2007-train"]``,
+``val_splits: ["2007-val"]``, ``test_splits: ["2007-test"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torchvision.datasets import VOCDetection
+
+try:
+    from defusedxml.ElementTree import parse as parse_xml
+except ImportError:  # torchvision does the same
+    from xml.etree.ElementTree import parse as parse_xml
+
+from datamodules.classification_transforms import reseed_transforms_in_worker
+from datamodules.detection_collate import detection_collate
+from datamodules.detection_transforms import detection_eval_transform, ssd_train_transform
+from datamodules.image_io import load_rgb
+
+log = logging.getLogger(__name__)
+
+VOC_CLASSES = [
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+]  # fmt: skip
+
+VOC_LABELS = {name: index + 1 for index, name in enumerate(VOC_CLASSES)}  # 0 = background
+
+LAYOUT_HELP = (
+    "expected ROOT/VOCdevkit/VOC<year>/{Annotations/*.xml, JPEGImages/*.jpg, ImageSets/Main/<set>.txt}: "
+    "extract VOCtrainval_06-Nov-2007.tar, VOCtest_06-Nov-2007.tar and VOCtrainval_11-May-2012.tar into ROOT"
+)
+
+
+class VOCLayoutError(FileNotFoundError):
+    """The VOC root lacks a folder or index file; the message names it and the expected layout."""
+
+
+def parse_split(split: str) -> tuple[str, str]:
+    """``"2007-trainval"`` → ``("2007", "trainval")``."""
+    year, _, image_set = split.partition("-")
+    if not year or not image_set:
+        raise ValueError(f"a VOC split is 'YEAR-SET' like '2007-trainval' or '2007-test', got {split!r}")
+    return year, image_set
+
+
+def annotation_to_arrays(annotation: dict[str, Any], source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (continuous pixels), labels (1..20) and difficult flags from a parsed VOC annotation.
+
+    ``annotation`` is ``VOCDetection.parse_voc_xml``'s output. Raises ``ValueError`` naming ``source`` for
+    an unknown class name.
+    """
+    objects = annotation["annotation"].get("object", [])
+    if isinstance(objects, dict):
+        objects = [objects]
+    boxes, labels, difficult = [], [], []
+    for obj in objects:
+        name = obj["name"].strip()
+        if name not in VOC_LABELS:
+            raise ValueError(f"{source}: unknown VOC class {name!r}")
+        box = obj["bndbox"]
+        x0, y0, x1, y1 = (float(box[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+        boxes.append([x0 - 1.0, y0 - 1.0, x1, y1])
+        labels.append(VOC_LABELS[name])
+        difficult.append(str(obj.get("difficult", "0")).strip() == "1")
+    return (
+        np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        np.asarray(labels, dtype=np.int64),
+        np.asarray(difficult, dtype=bool),
+    )
+
+
+class VOCDetectionDataset(VOCDetection):
+    """One VOC year and image set, with targets in torchvision's detection format.
+
+    Args:
+        root: Folder holding ``VOCdevkit/``.
+        year: ``"2007"`` … ``"2012"``.
+        image_set: ``"train"``, ``"val"``, ``"trainval"`` (or ``"test"`` for 2007).
+        transform: Bbox-aware albumentations pipeline (``detection_transforms``).
+        skip_empty: Drop images whose annotation has no object (counted in ``empty_count``).
+    """
+
+    def __init__(self, root: str, year: str, image_set: str, transform: A.Compose, skip_empty: bool) -> None:
+        base = Path(root).expanduser() / "VOCdevkit" / f"VOC{year}"
+        for required in (base / "Annotations", base / "JPEGImages", base / "ImageSets" / "Main" / f"{image_set}.txt"):
+            if not required.exists():
+                raise VOCLayoutError(f"VOC {year} {image_set}: {required} does not exist; {LAYOUT_HELP}")
+        super().__init__(str(Path(root).expanduser()), year=year, image_set=image_set, download=False)
+        self.transform = transform
+        self.split = f"{year}-{image_set}"
+        records = []
+        self.empty_ids: list[str] = []
+        for image_path, annotation_path in zip(self.images, self.annotations, strict=True):
+            if not Path(annotation_path).is_file():
+                raise VOCLayoutError(f"VOC {year} {image_set}: annotation {annotation_path} is missing")
+            parsed = self.parse_voc_xml(parse_xml(annotation_path).getroot())
+            boxes, labels, difficult = annotation_to_arrays(parsed, annotation_path)
+            if len(labels) == 0:
+                self.empty_ids.append(Path(annotation_path).stem)
+                if skip_empty:
+                    continue
+            records.append((image_path, boxes, labels, difficult))
+        self.records = records
+        self.empty_count = len(self.empty_ids)
+        if self.empty_count:
+            action = "skipped" if skip_empty else "kept"
+            log.warning("VOC %s: %d annotation(s) with no object %s", self.split, self.empty_count, action)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image_path, boxes, labels, difficult = self.records[index]
+        image = load_rgb(image_path)
+        height, width = image.shape[:2]
+        boxes = np.clip(boxes, 0, [width, height, width, height])
+        out = self.transform(image=image, bboxes=boxes, labels=labels, difficult=difficult)
+        target = {
+            "boxes": torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)),
+            "labels": torch.as_tensor(np.asarray(out["labels"], dtype=np.int64).reshape(-1)),
+            "difficult": torch.as_tensor(np.asarray(out["difficult"], dtype=bool).reshape(-1)),
+        }
+        return out["image"], target
+
+
+class VOC(LightningDataModule):
+    """PASCAL VOC detection with SSD augmentation; batches ``(images (B, 3, S, S), list of targets)``.
+
+    Args:
+        root: Folder holding ``VOCdevkit/VOC2007`` and ``VOCdevkit/VOC2012``.
+        train_splits: ``YEAR-SET`` image sets concatenated for training (SSD protocol: 07+12 trainval).
+        val_splits: Image sets for validation (default: VOC2007 test, the number papers report).
+        test_splits: Image sets for testing.
+        image_size: Side of the square network input (300 for SSD300; 224 for the shared-CNN SSD224).
+        augment: SSD augmentation for training (otherwise only the resize).
+        batch_size: Images per batch (per device).
+        num_workers: DataLoader worker processes.
+        seed: Kept for a uniform interface and saved in the config; the splits are the official ones.
+        pin_memory: Pin batches in page-locked memory.
+        persistent_workers: Keep workers alive between epochs (only used when ``num_workers > 0``).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        train_splits: Sequence[str] = ("2007-trainval", "2012-trainval"),
+        val_splits: Sequence[str] = ("2007-test",),
+        test_splits: Sequence[str] = ("2007-test",),
+        image_size: int = 300,
+        augment: bool = True,
+        batch_size: int = 32,
+        num_workers: int = 4,
+        seed: int = 0,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        for split in (*train_splits, *val_splits, *test_splits):
+            parse_split(split)
+        self.root = root
+        self.train_splits = list(train_splits)
+        self.val_splits = list(val_splits)
+        self.test_splits = list(test_splits)
+        self.image_size = image_size
+        self.augment = augment
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.num_classes = len(VOC_CLASSES) + 1  # with the background
+        self.class_names = ["background", *VOC_CLASSES]
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def _concat(self, splits: list[str], train: bool) -> ConcatDataset:
+        if not Path(self.root).expanduser().is_dir():
+            raise VOCLayoutError(f"VOC root {self.root} does not exist; {LAYOUT_HELP}")
+        parts = []
+        for split in splits:
+            year, image_set = parse_split(split)
+            transform = (
+                ssd_train_transform(self.image_size)
+                if train and self.augment
+                else detection_eval_transform(self.image_size)
+            )
+            parts.append(VOCDetectionDataset(self.root, year, image_set, transform, skip_empty=train))
+        return ConcatDataset(parts)
+
+    @staticmethod
+    def empty_count(dataset: Dataset | None) -> int:
+        """Images with no object found in the annotations of ``dataset`` (skipped or kept)."""
+        if not isinstance(dataset, ConcatDataset):
+            return 0
+        return sum(getattr(d, "empty_count", 0) for d in dataset.datasets)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None) and self.train_set is None:
+            self.train_set = self._concat(self.train_splits, train=True)
+        if stage in ("fit", "validate", None) and self.val_set is None:
+            self.val_set = self._concat(self.val_splits, train=False)
+        if stage in ("test", "predict", None) and self.test_set is None:
+            self.test_set = self._concat(self.test_splits, train=False)
+
+    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
+        assert dataset is not None, "call setup() first"
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            collate_fn=detection_collate,
+            worker_init_fn=reseed_transforms_in_worker,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None:
+            self.setup("validate")
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_set is None:
+            self.setup("test")
+        return self._loader(self.test_set, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
