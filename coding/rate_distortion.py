@@ -22,7 +22,6 @@ rounded to 8 bits, so pass 8-bit images (e.g. decoded from files) for an exact l
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from torch import Tensor
@@ -31,6 +30,7 @@ from coding import image_codecs
 from coding.image_quality import ms_ssim, ms_ssim_scales, psnr
 from coding.rnn_bitstream import compress_codes, decompress_all_iterations, parse_header
 from models.rnn_codec import RNNCodec
+
 
 def _check_images(images: Sequence[Tensor]) -> None:
     if len(images) == 0:

@@ -1,0 +1,73 @@
+"""Bad input gets a clear error before any work."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from datamodules.image_folder_patches import ImageFolderPatches
+from datamodules.image_io import UnreadableImageError
+from lightning_modules.checkpoint_init import CheckpointMismatchError
+from lightning_modules.rnn_compressor import RNNCompressor
+from train import SplitCVCLI
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_unknown_config_key_and_wrong_type_fail_before_any_work(tmp_path, tiny_compressor_args):
+    result = run_cli("fit", *tiny_compressor_args, "--run.root", str(tmp_path), "--model.init_args.widht", "1")
+    assert result.returncode != 0 and "widht" in result.stderr
+    result = run_cli("fit", *tiny_compressor_args, "--run.root", str(tmp_path), "--model.init_args.width", "wide")
+    assert result.returncode != 0 and "width" in result.stderr
+    assert not any(tmp_path.rglob("*.ckpt"))
+
+
+def test_missing_image_folder_names_the_path_and_layout(tmp_path):
+    data = ImageFolderPatches(root=str(tmp_path / "nowhere"), num_workers=0)
+    with pytest.raises(FileNotFoundError, match=r"nowhere.*expected a folder of image files"):
+        data.setup("fit")
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (40, 40), (i * 40, 0, 0)).save(tmp_path / f"ok{i}.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    data = ImageFolderPatches(root=str(tmp_path), val_count=1, num_workers=0, seed=1)
+    data.setup("fit")
+    sources = [str(s) for s in data.train_set.sources + data.val_set.sources]
+    assert any(s.endswith("broken.jpg") for s in sources)
+    with pytest.raises(UnreadableImageError, match="broken.jpg"):
+        for dataset in (data.train_set, data.val_set):
+            for i in range(len(dataset)):
+                dataset[i]
+
+
+def test_checkpoint_of_another_method_names_missing_and_unexpected_keys(tmp_path):
+    foreign = tmp_path / "classifier.ckpt"
+    torch.save({"state_dict": {"trunk.fc.weight": torch.zeros(10, 512), "codec.encoder.conv.weight": torch.zeros(1)}}, foreign)
+    with pytest.raises(CheckpointMismatchError) as err:
+        RNNCompressor(width=0.0625, iterations=1, init_from=str(foreign))
+    message = str(err.value)
+    assert "missing keys" in message and "codec.decoder.conv2.weight" in message
+    assert "unexpected keys" in message and "trunk.fc.weight" in message
+    assert "codec.encoder.conv.weight" in message  # wrong shape is named too
+
+
+def test_resuming_from_a_foreign_checkpoint_names_the_keys(tmp_path, tiny_compressor_args):
+    foreign = tmp_path / "foreign.ckpt"
+    import lightning
+
+    state = {"trunk.fc.weight": torch.zeros(2, 2)}
+    torch.save({"state_dict": state, "global_step": 0, "epoch": 0, "pytorch-lightning_version": lightning.__version__}, foreign)
+    with pytest.raises(RuntimeError, match=r"(?s)Missing key.*codec\.encoder.*Unexpected key.*trunk\.fc\.weight"):
+        SplitCVCLI(args=["fit", *tiny_compressor_args, "--run.root", str(tmp_path), "--ckpt_path", str(foreign)])
