@@ -1,0 +1,290 @@
+"""Recognition on the recurrent compressor's codes, with the decoder removed or kept (ImageNet-100).
+
+Reproduces Shibata, Ohara, Yamauchi, "画像の圧縮復元認識フレームワークの軽量化と高速化": a compressor
+pre-trained for reconstruction (``RNNCompressor``) is fine-tuned end to end with a ResNet-18
+recogniser, either through its decoder (``variant="conventional"``, their earlier method) or with the
+decoder and the first ResNet stages removed, the codes entering the ResNet through an adapter
+(``"from_layer2"`` / ``"from_layer3"`` / ``"from_layer4"`` = the paper's "提案手法 (layer1)" /
+"(layer2)" / "(layer3)"). See :mod:`models.code_classifier` for the pipelines, the open-loop coding of
+the decoder-removed variants for k > 1, and the edge/server split.
+
+The paper's table (ImageNet-100, per image): conventional 42.8 ms, 20,293,224 parameters, 64.94 %;
+from_layer2 23.8 ms, 14,867,364, 66.40 %; from_layer3 11.4 ms, 14,581,796, 65.14 %; from_layer4
+9.0 ms, 13,404,452, 54.16 %. With ``codec_width=0.465`` (the default) and k = 1 our decoder-removed
+variants have 14,921,048 / 14,635,480 / 13,458,136 parameters (+0.36 / +0.37 / +0.40 %) and the
+conventional one 19,018,533 (−6.3 %: our decoder, Toderici's layer table, is 1.07× the encoder; the
+paper's, by its own counts, 1.45×, so no single width fits all four rows).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+from torchvision.models import ResNet18_Weights
+
+from coding.bitpacking import pack_signs
+from coding.image_quality import psnr
+from coding.rnn_bitstream import HEADER_SIZE
+from lightning_modules.checkpoint_init import InitReport, init_weights_from
+from models.code_adapter import Upsample
+from models.code_classifier import CodeRecognitionNet, Variant
+from models.latency import measure_ms_per_image
+from models.rnn_codec import CellType, Reconstruction
+
+
+def stream_bytes_per_image(codes: Tensor) -> list[int]:
+    """Bytes of each image's bitstream (``coding.rnn_bitstream`` format: 24-byte header + bit-packed
+    codes) for codes (T, B, bits, h, w); the codes are packed for real, not counted."""
+    signs = torch.where(codes >= 0, 1.0, -1.0)
+    return [HEADER_SIZE + len(pack_signs(signs[:, i])) for i in range(signs.shape[1])]
+
+
+class CodeRecognition(L.LightningModule):
+    """Compressor + recogniser trained end to end: cross-entropy, straight-through through the binarizer.
+
+    Logged: ``train/loss`` (and ``train/ce``, ``train/reconstruction`` for the conventional variant),
+    ``val/loss``, ``val/acc_top1``, ``val/acc_top5``, ``val/bpp`` (real stream bytes × 8 / pixels,
+    header included, as ``RNNCompressor`` logs it), ``val/payload_bpp`` (codes only: k·bits/256 for sides
+    that are multiples of 16), ``val/bytes_per_image``, ``val/psnr`` (conventional), the same under
+    ``test/``, and ``test/ms_per_image`` (batch 1, median, on the Trainer's device, at the test images'
+    size) with ``test/params_edge``, ``test/params_server``, ``test/params_total``. On a CPU shared with
+    other jobs the absolute ms are unreliable (OpenMP threads stall each other); compare pipelines with
+    ``benchmarks/code_recognition_table.py``, which times them interleaved in one run.
+
+    Args:
+        variant: ``conventional`` (encoder → binarizer → decoder, k iterations of closed-loop residual
+            coding → whole ResNet-18) or ``from_layer2`` / ``from_layer3`` / ``from_layer4`` (decoder
+            removed: encoder → binarizer → adapter → ResNet-18 from that stage on).
+        num_classes: classes of the dataset (100 for ImageNet-100).
+        iterations: k, coding iterations sent per image (k·bits/256 bpp). The paper's adapter sizes fit
+            k = 1.
+        codec_width: channel multiplier of the compressor; must equal the ``width`` of the
+            ``RNNCompressor`` checkpoint in ``init_compressor_from``. 0.465 comes closest to the paper's
+            parameter counts (see the module docstring).
+        codec_cell: recurrent unit of the compressor, ``lstm`` or ``gru``.
+        bits: binary channels per 16×16 block and iteration.
+        codec_reconstruction: residual update of the conventional decoder, ``additive`` or ``one_shot``.
+        adapter_upsample: up-sampling of the code adapter: ``nearest`` (default), ``bilinear`` or
+            ``depth_to_space``.
+        adapter_blocks: ResNet BasicBlocks in the code adapter (1 reproduces the paper's counts).
+        init_compressor_from: ``RNNCompressor`` checkpoint whose encoder and binarizer (and decoder, for
+            the conventional variant) initialise the compressor; its decoder is dropped where the variant
+            has none. Weights only; any other mismatching key is an error naming it.
+        freeze_encoder: keep the encoder and binarizer fixed (no gradient, ``eval()``: sign binarizer).
+        freeze_decoder: keep the decoder fixed (conventional variant only).
+        reconstruction_weight: weight of the reconstruction term Σ_t mean|x − x̂_t| added to the
+            cross-entropy (conventional variant only; 0 disables it).
+        pretrained_trunk: start ResNet-18 from torchvision's ``IMAGENET1K_V1`` weights (downloaded on
+            first use); the ``fc`` is new whenever ``num_classes`` ≠ 1000.
+        optimizer: ``adamw`` or ``sgd`` (Nesterov momentum).
+        lr: peak learning rate; cosine decay to 0 over ``trainer.estimated_stepping_batches``.
+        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
+        momentum: SGD momentum (ignored by AdamW).
+        warmup_steps: linear learning-rate warm-up steps before the cosine decay.
+        label_smoothing: cross-entropy label smoothing.
+        latency_warmup: untimed batch-1 runs before ``test/ms_per_image``.
+        latency_repeats: timed batch-1 runs for ``test/ms_per_image`` (its median); 0 skips the timing.
+    """
+
+    def __init__(
+        self,
+        variant: Variant = "from_layer2",
+        num_classes: int = 100,
+        iterations: int = 1,
+        codec_width: float = 0.465,
+        codec_cell: CellType = "lstm",
+        bits: int = 32,
+        codec_reconstruction: Reconstruction = "additive",
+        adapter_upsample: Upsample = "nearest",
+        adapter_blocks: int = 1,
+        init_compressor_from: str | None = None,
+        freeze_encoder: bool = False,
+        freeze_decoder: bool = False,
+        reconstruction_weight: float = 0.0,
+        pretrained_trunk: bool = False,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        momentum: float = 0.9,
+        warmup_steps: int = 0,
+        label_smoothing: float = 0.0,
+        latency_warmup: int = 5,
+        latency_repeats: int = 30,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if variant != "conventional" and (freeze_decoder or reconstruction_weight):
+            raise ValueError(f"freeze_decoder and reconstruction_weight need a decoder; variant {variant!r} has none")
+        if reconstruction_weight < 0:
+            raise ValueError(f"reconstruction_weight must be >= 0, got {reconstruction_weight}")
+        self.model = CodeRecognitionNet(
+            variant=variant,
+            num_classes=num_classes,
+            iterations=iterations,
+            codec_cell=codec_cell,
+            codec_width=codec_width,
+            bits=bits,
+            reconstruction=codec_reconstruction,
+            adapter_upsample=adapter_upsample,
+            adapter_blocks=adapter_blocks,
+            trunk_weights=ResNet18_Weights.IMAGENET1K_V1 if pretrained_trunk else None,
+        )
+        top5 = min(5, num_classes)
+        self.acc_top1 = nn.ModuleDict({s: MulticlassAccuracy(num_classes, top_k=1) for s in ("val", "test")})
+        self.acc_top5 = nn.ModuleDict({s: MulticlassAccuracy(num_classes, top_k=top5) for s in ("val", "test")})
+        self.bytes_per_image = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self.pixels_per_image = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self.payload_bpp = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self.psnr = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self.init_report: InitReport | None = None
+        if init_compressor_from:
+            self.init_report = self.load_compressor(init_compressor_from)
+        self._frozen: list[nn.Module] = []
+        if freeze_encoder:
+            self._frozen += self.model.edge_modules()
+        if freeze_decoder:
+            self._frozen.append(self.model.codec.decoder)
+        for module in self._frozen:
+            module.requires_grad_(False)
+            module.eval()
+        self._test_size: tuple[int, int] | None = None
+
+    # ----------------------------------------------------------------------------------- set-up
+    def load_compressor(self, path: str) -> InitReport:
+        """Copy an ``RNNCompressor`` checkpoint's codec into the model (decoder dropped where there is none)."""
+        parts = ("codec.encoder.", "codec.binarizer.") + (("codec.decoder.",) if self.model.has_decoder else ())
+        return init_weights_from(
+            self.model,
+            path,
+            key_map={p: p for p in parts},
+            allow_missing=("classifier.", "adapter.", "trunk."),
+            allow_unexpected=() if self.model.has_decoder else ("codec.decoder.",),
+        )
+
+    def train(self, mode: bool = True) -> CodeRecognition:
+        """Like ``nn.Module.train``, but frozen parts stay in ``eval()`` (BatchNorm statistics, sign binarizer)."""
+        super().train(mode)
+        for module in getattr(self, "_frozen", ()):
+            module.eval()
+        return self
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Deployed parameters ``{"edge", "server", "total"}``; see :meth:`CodeRecognitionNet.parameter_counts`."""
+        return self.model.parameter_counts()
+
+    def ms_per_image(self, size: tuple[int, int] = (224, 224)) -> float:
+        """Median ms of the whole pipeline on one random image of ``size``, on this module's device."""
+        example = torch.rand(1, 3, *size, device=self.device)
+        return measure_ms_per_image(self.model, example, self.hparams.latency_warmup, self.hparams.latency_repeats)
+
+    # ------------------------------------------------------------------------------------ steps
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    @staticmethod
+    def _split(batch: Any) -> tuple[Tensor, Tensor | None]:
+        if isinstance(batch, Tensor):
+            return batch, None
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+
+    def _reconstruction_loss(self, images: Tensor, x_hats: Tensor) -> Tensor:
+        """Σ_t mean |x − x̂_t|, the compressor's own training loss (as ``RNNCompressor``)."""
+        return (images.unsqueeze(0) - x_hats).abs().mean(dim=(1, 2, 3, 4)).sum()
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        images, labels = self._split(batch)
+        out = self.model.forward_with_codes(images)
+        ce = F.cross_entropy(out["logits"], labels, label_smoothing=self.hparams.label_smoothing)
+        loss = ce
+        if self.hparams.reconstruction_weight > 0:
+            rec = self._reconstruction_loss(images, out["x_hats"])
+            loss = ce + self.hparams.reconstruction_weight * rec
+            self.log("train/reconstruction", rec, batch_size=images.shape[0])
+        self.log("train/ce", ce, batch_size=images.shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def _evaluate(self, batch: Any, stage: str) -> None:
+        images, labels = self._split(batch)
+        out = self.model.forward_with_codes(images)
+        n = images.shape[0]
+        self.log(f"{stage}/loss", F.cross_entropy(out["logits"], labels), batch_size=n, sync_dist=True)
+        self.acc_top1[stage].update(out["logits"], labels)
+        self.acc_top5[stage].update(out["logits"], labels)
+        for size in stream_bytes_per_image(out["codes"]):
+            self.bytes_per_image[stage].update(size)
+        pixels = images.shape[-2] * images.shape[-1]
+        self.pixels_per_image[stage].update(pixels)
+        self.payload_bpp[stage].update(out["codes"][:, 0].numel() / pixels)
+        if self.model.has_decoder:
+            self.psnr[stage].update(psnr(out["x_hats"][-1], images))
+        self.log(f"{stage}/acc_top1", self.acc_top1[stage], batch_size=n, prog_bar=stage == "val")
+        self.log(f"{stage}/acc_top5", self.acc_top5[stage], batch_size=n)
+
+    def _log_rate(self, stage: str) -> None:
+        bytes_per_image = self.bytes_per_image[stage].compute()
+        metrics = {
+            f"{stage}/bytes_per_image": bytes_per_image,
+            f"{stage}/bpp": bytes_per_image * 8 / self.pixels_per_image[stage].compute(),
+            f"{stage}/payload_bpp": self.payload_bpp[stage].compute(),
+        }
+        if self.model.has_decoder:
+            metrics[f"{stage}/psnr"] = self.psnr[stage].compute()
+        self.log_dict(metrics)
+        for metric in (self.bytes_per_image, self.pixels_per_image, self.payload_bpp, self.psnr):
+            metric[stage].reset()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_rate("val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        if self._test_size is None:
+            self._test_size = tuple(self._split(batch)[0].shape[-2:])
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_rate("test")
+        counts = self.parameter_counts()
+        metrics: dict[str, float] = {f"test/params_{k}": float(v) for k, v in counts.items()}
+        if self.hparams.latency_repeats > 0 and self._test_size is not None:
+            metrics["test/ms_per_image"] = self.ms_per_image(self._test_size)
+        self.log_dict(metrics)
+        self._test_size = None
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """``{"probs": (B, num_classes) softmax, "labels": (B,) arg-max class}``."""
+        images, _ = self._split(batch)
+        probs = self.model(images).softmax(dim=1)
+        return {"probs": probs, "labels": probs.argmax(dim=1)}
+
+    # -------------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> dict:
+        params = [p for p in self.parameters() if p.requires_grad]
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(
+                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=True
+            )
+        else:
+            optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(hp.warmup_steps, total - 1)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
