@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -68,10 +70,30 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / "checkpoints"
 
 
+def is_complete_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a whole ``torch.save`` archive (its zip directory reads back).
+
+    Lightning writes checkpoints in place, so a job killed mid-write leaves a truncated file; the
+    zip central directory sits at the end, so reading it catches truncation without loading tensors.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The most recently written of ``hpc_ckpt_*.ckpt`` and ``checkpoints/last*.ckpt``, if any."""
+    """The most recently written complete one of ``hpc_ckpt_*.ckpt`` and ``checkpoints/last*.ckpt``.
+
+    Truncated files (a job killed while saving) are skipped with a warning on stderr.
+    """
     candidates = [*run_dir.glob("hpc_ckpt_*.ckpt"), *checkpoint_dir(run_dir).glob("last*.ckpt")]
-    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        if is_complete_checkpoint(path):
+            return path
+        print(f"[splitcv] warning: skipping truncated checkpoint {path}", file=sys.stderr)
+    return None
 
 
 def resolve_run_dir(config: RunConfig, model_class: str, resume_last: bool = False) -> Path:

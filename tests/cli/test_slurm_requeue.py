@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from callbacks.run_directory import newest_checkpoint
 from tests.conftest import TINY_COMPRESSOR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,11 +72,16 @@ def test_requeue_signal_checkpoints_requeues_and_the_same_command_resumes(tmp_pa
     hpc = run_dir / "hpc_ckpt_1.ckpt"
     saved_step = torch.load(hpc, weights_only=True)["global_step"]
     assert 0 < saved_step < 40
+    # Training goes on until SLURM kills the job, so a periodic last.ckpt may land after the
+    # requeue checkpoint; the restart must take whichever holds the most recent progress.
+    newest = newest_checkpoint(run_dir)
+    assert newest in (hpc, last)
+    assert torch.load(newest, weights_only=True)["global_step"] >= saved_step
 
     second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     output = second.stdout + second.stderr
-    assert f"resuming from {hpc}" in output
+    assert f"resuming from {newest}" in output
     assert "Restored all states from the checkpoint" in output
     assert sorted(p.name for p in (tmp_path / "runs" / "requeue").iterdir()) == [f"slurm-{JOB_ID}"]
     assert torch.load(last, weights_only=True)["global_step"] == 40
