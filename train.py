@@ -127,9 +127,7 @@ class SplitCVCLI(LightningCLI):
             periodic["train_time_interval"] = timedelta(minutes=run.checkpoint_every_minutes)
         if periodic:
             callbacks.append(
-                ModelCheckpoint(
-                    dirpath=dirpath, save_top_k=0, save_last=True, enable_version_counter=False, **periodic
-                )
+                ModelCheckpoint(dirpath=dirpath, save_top_k=0, save_last=True, enable_version_counter=False, **periodic)
             )
         if trainer_cfg.get("enable_progress_bar") is not False:
             has_bar = any("ProgressBar" in str(c.get("class_path", "")) for c in trainer_cfg.get("callbacks") or [])

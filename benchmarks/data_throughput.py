@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> dict:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
-            str(row["workers"]), f"{row['images_per_s']:.1f}", f"{row['images_per_s_per_worker']:.1f}", str(row["images_timed"])
+            str(row["workers"]),
+            f"{row['images_per_s']:.1f}",
+            f"{row['images_per_s_per_worker']:.1f}",
+            str(row["images_timed"]),
         )
     Console().print(table)
     result = {"dataset": args.dataset, "root": None if fixture else root, "fixture": fixture,

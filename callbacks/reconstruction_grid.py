@@ -35,4 +35,3 @@ class ReconstructionGridLogger(Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image("val/reconstructions", [str(path)], step=trainer.global_step)
-

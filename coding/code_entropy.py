@@ -121,9 +121,7 @@ def encode_codes(codes: Tensor | np.ndarray) -> bytes:
     cdfs = _cdfs(q)
     symbols = bits.reshape(-1).astype(np.int32).tolist() + [0] * PAD_SYMBOLS
     encoded = (
-        _rans()
-        .RansEncoder()
-        .encode_with_indexes(symbols, _indexes(shape), cdfs, [4] * len(cdfs), [0] * len(cdfs))
+        _rans().RansEncoder().encode_with_indexes(symbols, _indexes(shape), cdfs, [4] * len(cdfs), [0] * len(cdfs))
     )
     return q.tobytes() + _LENGTH.pack(len(encoded)) + encoded
 
@@ -150,9 +148,7 @@ def split_stream(data: bytes, shape: Sequence[int]) -> tuple[np.ndarray, bytes]:
     present = len(data) - header
     if present != length:
         kind = "truncated" if present < length else "trailing bytes"
-        raise ValueError(
-            f"entropy-coded codes {kind}: the length field says {length} rANS bytes, got {present}"
-        )
+        raise ValueError(f"entropy-coded codes {kind}: the length field says {length} rANS bytes, got {present}")
     if length % 4:
         raise ValueError(f"entropy-coded codes: rANS data must be a multiple of 4 bytes, got {length}")
     return q, data[header:]
@@ -172,9 +168,7 @@ def decode_codes(data: bytes, shape: Sequence[int]) -> Tensor:
     q, encoded = split_stream(data, shape)
     cdfs = _cdfs(q)
     symbols = (
-        _rans()
-        .RansDecoder()
-        .decode_with_indexes(encoded, _indexes(shape), cdfs, [4] * len(cdfs), [0] * len(cdfs))
+        _rans().RansDecoder().decode_with_indexes(encoded, _indexes(shape), cdfs, [4] * len(cdfs), [0] * len(cdfs))
     )
     bits = np.asarray(symbols[: len(symbols) - PAD_SYMBOLS], dtype=np.int64)
     if (bits.size and (bits.min() < 0 or bits.max() > 1)) or any(symbols[len(symbols) - PAD_SYMBOLS :]):

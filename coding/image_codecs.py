@@ -136,9 +136,7 @@ def get_codec(codec: str) -> ImageCodec:
         )
     reason = _availability()[codec]
     if reason is not None:
-        raise ValueError(
-            f"image codec {codec!r} is not available: {reason}; available here: {available_codecs()}"
-        )
+        raise ValueError(f"image codec {codec!r} is not available: {reason}; available here: {available_codecs()}")
     return CODECS[codec]
 
 
@@ -173,9 +171,7 @@ def to_uint8_hwc(image: np.ndarray | Tensor) -> np.ndarray:
         array = image.cpu().permute(1, 2, 0).numpy()
     elif isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(
-                f"image arrays must be uint8 of shape (H, W, 3), got {image.dtype} {image.shape}"
-            )
+            raise ValueError(f"image arrays must be uint8 of shape (H, W, 3), got {image.dtype} {image.shape}")
         array = image
     else:
         raise ValueError(

@@ -27,11 +27,7 @@ def ms_ssim_scales(height: int, width: int, kernel_size: int = MS_SSIM_KERNEL) -
     """
     side = min(height, width)
     for n in range(len(MS_SSIM_BETAS), 0, -1):
-        if (
-            side >= 2**n
-            and side // 2 ** (n - 1) > kernel_size - 1
-            and side // max(1, n - 1) ** 2 > kernel_size - 1
-        ):
+        if side >= 2**n and side // 2 ** (n - 1) > kernel_size - 1 and side // max(1, n - 1) ** 2 > kernel_size - 1:
             return n
     return 0
 

@@ -36,12 +36,7 @@ def _check_images(images: Sequence[Tensor]) -> None:
     if len(images) == 0:
         raise ValueError("images must be a non-empty list of (3, H, W) tensors")
     for i, image in enumerate(images):
-        if (
-            not isinstance(image, Tensor)
-            or image.ndim != 3
-            or image.shape[0] != 3
-            or not image.is_floating_point()
-        ):
+        if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
             raise ValueError(
                 f"image {i} must be a float tensor (3, H, W) in [0, 1], got {getattr(image, 'shape', image)}"
             )

@@ -131,9 +131,7 @@ def parse_header(data: bytes) -> BitstreamInfo:
     if version != VERSION:
         raise ValueError(f"unsupported bitstream version {version}; this reader supports version {VERSION}")
     if flags & ~FLAG_ENTROPY_CODED:
-        raise ValueError(
-            f"unknown flags 0x{flags:02x} in the bitstream header (known: 0x{FLAG_ENTROPY_CODED:02x})"
-        )
+        raise ValueError(f"unknown flags 0x{flags:02x} in the bitstream header (known: 0x{FLAG_ENTROPY_CODED:02x})")
     if min(batch, height, width, iterations, bits) == 0:
         raise ValueError(
             f"corrupt header: B={batch}, H={height}, W={width}, T={iterations}, bits={bits} must all be positive"
@@ -197,9 +195,7 @@ def _check_images(images: Tensor) -> None:
         raise ValueError(f"images must be in [0, 1], got values in [{low:.4g}, {high:.4g}]")
 
 
-def compress_codes(
-    codec: RNNCodec, codes: Tensor, size: tuple[int, int], entropy_coding: bool = False
-) -> bytes:
+def compress_codes(codec: RNNCodec, codes: Tensor, size: tuple[int, int], entropy_coding: bool = False) -> bytes:
     """Write a stream for codes already computed by ``codec`` (e.g. the first k of T iterations).
 
     Args:
@@ -218,10 +214,7 @@ def compress_codes(
         raise ValueError(
             f"codes of images of size {height}×{width} must have shape {expected}, got {tuple(codes.shape)}"
         )
-    if (
-        min(iterations, batch, height, width) < 1
-        or max(iterations, batch, height, width, codec.bits) > _MAX_U16
-    ):
+    if min(iterations, batch, height, width) < 1 or max(iterations, batch, height, width, codec.bits) > _MAX_U16:
         raise ValueError(
             f"T={iterations}, B={batch}, H={height}, W={width}, bits={codec.bits} must be in 1..{_MAX_U16}"
         )
@@ -271,9 +264,7 @@ def read_codes(codec: RNNCodec, data: bytes) -> tuple[Tensor, BitstreamInfo]:
     _check_codec(codec)
     info = parse_header(data)
     if info.bits != codec.bits:
-        raise ValueError(
-            f"bitstream was written with bits={info.bits} per block, but this codec has bits={codec.bits}"
-        )
+        raise ValueError(f"bitstream was written with bits={info.bits} per block, but this codec has bits={codec.bits}")
     if info.fingerprint != codec_fingerprint(codec):
         raise ValueError(
             "bitstream was written by a codec of another configuration (fingerprint "

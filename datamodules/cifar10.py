@@ -129,7 +129,9 @@ class CIFAR10(LightningDataModule):
         if split not in ("standard", "search"):
             raise ValueError(f"split must be 'standard' or 'search', got {split!r}")
         if not 0 < val_fraction < 1 or not 0 <= arch_fraction < 1:
-            raise ValueError(f"need 0 < val_fraction < 1 and 0 <= arch_fraction < 1, got {val_fraction}, {arch_fraction}")
+            raise ValueError(
+                f"need 0 < val_fraction < 1 and 0 <= arch_fraction < 1, got {val_fraction}, {arch_fraction}"
+            )
         if download and not verify_checksums:
             raise ValueError("download=True needs verify_checksums=True (a download is checked against its md5s)")
         self.root = root
@@ -189,7 +191,10 @@ class CIFAR10(LightningDataModule):
         self.arch_set = CIFAR10Split(data, targets, arch, cifar_train_transform(self.image_size)) if len(arch) else None
         self.val_set = CIFAR10Split(data, targets, val, eval_tf)
         self.test_set = CIFAR10Split(
-            test_source.data, list(test_source.targets), np.arange(len(test_source)), cifar_eval_transform(self.image_size)
+            test_source.data,
+            list(test_source.targets),
+            np.arange(len(test_source)),
+            cifar_eval_transform(self.image_size),
         )
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:

@@ -123,7 +123,10 @@ class SSDIoUCrop(BaseCrop):
             if _iou(boxes, rect).max() < mode:
                 continue
             inside = (
-                (centres[:, 0] > rect[0]) & (centres[:, 0] < rect[2]) & (centres[:, 1] > rect[1]) & (centres[:, 1] < rect[3])
+                (centres[:, 0] > rect[0])
+                & (centres[:, 0] < rect[2])
+                & (centres[:, 1] > rect[1])
+                & (centres[:, 1] < rect[3])
             )
             if inside.any():
                 return {"crop_coords": tuple(int(v) for v in rect)}

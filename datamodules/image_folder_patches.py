@@ -10,8 +10,7 @@ from datamodules.image_io import IMAGE_EXTENSIONS, list_images
 from datamodules.patch_datasets import RandomPatchDataset, WholeImageDataset
 
 EXPECTED_LAYOUT = (
-    "a folder of image files ({exts}), searched recursively, e.g. train2017/*.jpg or "
-    "ILSVRC2012/train/<wnid>/*.JPEG"
+    "a folder of image files ({exts}), searched recursively, e.g. train2017/*.jpg or ILSVRC2012/train/<wnid>/*.JPEG"
 )
 
 
@@ -70,9 +69,7 @@ class ImageFolderPatches(CompressorDataModule):
             val = find_images(hp.val_root, "validation image")
         else:
             if len(train) <= hp.val_count:
-                raise ValueError(
-                    f"{hp.root} holds {len(train)} images: too few to hold out val_count={hp.val_count}"
-                )
+                raise ValueError(f"{hp.root} holds {len(train)} images: too few to hold out val_count={hp.val_count}")
             shuffled = train[:]
             rng.shuffle(shuffled)
             val, train = sorted(shuffled[: hp.val_count]), sorted(shuffled[hp.val_count :])

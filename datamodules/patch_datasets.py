@@ -83,4 +83,3 @@ class WholeImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, str]:
         image = fit_for_codec(read_source(self.sources[index]), self.max_side)
         return to_unit_tensor(image), self.names[index]
-

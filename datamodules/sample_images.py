@@ -14,8 +14,19 @@ from datamodules.compressor_data import CompressorDataModule
 from datamodules.patch_datasets import RandomPatchDataset, WholeImageDataset
 
 SAMPLE_PHOTOS = (
-    "astronaut", "brick", "camera", "chelsea", "coffee", "grass", "gravel", "hubble_deep_field",
-    "immunohistochemistry", "moon", "motorcycle", "retina", "rocket",
+    "astronaut",
+    "brick",
+    "camera",
+    "chelsea",
+    "coffee",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "moon",
+    "motorcycle",
+    "retina",
+    "rocket",
 )
 """Photos bundled inside the scikit-image wheel (grey ones are replicated to RGB)."""
 

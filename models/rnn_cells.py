@@ -35,9 +35,7 @@ class ConvLSTMCell(nn.Module):
     ) -> None:
         super().__init__()
         self.hidden_channels = hidden_channels
-        self.conv_ih = nn.Conv2d(
-            in_channels, 4 * hidden_channels, kernel_size, stride, kernel_size // 2, bias=False
-        )
+        self.conv_ih = nn.Conv2d(in_channels, 4 * hidden_channels, kernel_size, stride, kernel_size // 2, bias=False)
         self.conv_hh = nn.Conv2d(
             hidden_channels, 4 * hidden_channels, hidden_kernel_size, 1, hidden_kernel_size // 2, bias=False
         )
@@ -72,9 +70,7 @@ class ConvGRUCell(nn.Module):
     ) -> None:
         super().__init__()
         self.hidden_channels = hidden_channels
-        self.conv_ih = nn.Conv2d(
-            in_channels, 3 * hidden_channels, kernel_size, stride, kernel_size // 2, bias=False
-        )
+        self.conv_ih = nn.Conv2d(in_channels, 3 * hidden_channels, kernel_size, stride, kernel_size // 2, bias=False)
         self.conv_hh = nn.Conv2d(
             hidden_channels, 3 * hidden_channels, hidden_kernel_size, 1, hidden_kernel_size // 2, bias=False
         )

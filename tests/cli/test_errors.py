@@ -17,9 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
 def test_unknown_config_key_and_wrong_type_fail_before_any_work(tmp_path, tiny_compressor_args):
@@ -54,7 +52,9 @@ def test_unreadable_image_names_the_file(tmp_path):
 
 def test_checkpoint_of_another_method_names_missing_and_unexpected_keys(tmp_path):
     foreign = tmp_path / "classifier.ckpt"
-    torch.save({"state_dict": {"trunk.fc.weight": torch.zeros(10, 512), "codec.encoder.conv.weight": torch.zeros(1)}}, foreign)
+    torch.save(
+        {"state_dict": {"trunk.fc.weight": torch.zeros(10, 512), "codec.encoder.conv.weight": torch.zeros(1)}}, foreign
+    )
     with pytest.raises(CheckpointMismatchError) as err:
         RNNCompressor(width=0.0625, iterations=1, init_from=str(foreign))
     message = str(err.value)
@@ -68,6 +68,8 @@ def test_resuming_from_a_foreign_checkpoint_names_the_keys(tmp_path, tiny_compre
     import lightning
 
     state = {"trunk.fc.weight": torch.zeros(2, 2)}
-    torch.save({"state_dict": state, "global_step": 0, "epoch": 0, "pytorch-lightning_version": lightning.__version__}, foreign)
+    torch.save(
+        {"state_dict": state, "global_step": 0, "epoch": 0, "pytorch-lightning_version": lightning.__version__}, foreign
+    )
     with pytest.raises(RuntimeError, match=r"(?s)Missing key.*codec\.encoder.*Unexpected key.*trunk\.fc\.weight"):
         SplitCVCLI(args=["fit", *tiny_compressor_args, "--run.root", str(tmp_path), "--ckpt_path", str(foreign)])

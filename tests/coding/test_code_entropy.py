@@ -25,9 +25,7 @@ def biased_codes(shape, p_plus, seed=0):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    shape=st.tuples(
-        st.integers(1, 3), st.integers(1, 2), st.integers(1, 6), st.integers(1, 4), st.integers(1, 4)
-    ),
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 2), st.integers(1, 6), st.integers(1, 4), st.integers(1, 4)),
     p_plus=st.sampled_from([0.0, 0.01, 0.3, 0.5, 0.9, 1.0]),
     seed=st.integers(0, 2**31 - 1),
 )
@@ -48,9 +46,7 @@ def test_round_trip_few_symbols(shape):
 def test_round_trip_per_channel_biases():
     rng = np.random.default_rng(1)
     probabilities = rng.random((3, 1, 8, 1, 1))  # one bias per (iteration, channel)
-    codes = torch.from_numpy(
-        np.where(rng.random((3, 2, 8, 5, 6)) < probabilities, 1.0, -1.0).astype(np.float32)
-    )
+    codes = torch.from_numpy(np.where(rng.random((3, 2, 8, 5, 6)) < probabilities, 1.0, -1.0).astype(np.float32))
     assert torch.equal(decode_codes(encode_codes(codes), codes.shape), codes)
 
 
@@ -70,9 +66,7 @@ def test_biased_codes_compress_near_entropy():
     raw = len(pack_signs(codes))
     bound_bytes = empirical_entropy_bits(codes) / 8
     side = side_info_bytes(2, 32)
-    print(
-        f"P(+1)=0.95: raw {raw} B, entropy coded {len(data)} B (side info {side} B), bound {bound_bytes:.0f} B"
-    )
+    print(f"P(+1)=0.95: raw {raw} B, entropy coded {len(data)} B (side info {side} B), bound {bound_bytes:.0f} B")
     assert len(data) < 0.45 * raw
     assert len(data) <= 1.03 * bound_bytes + side + RANS_FLUSH_BYTES
 

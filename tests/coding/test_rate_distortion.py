@@ -59,7 +59,9 @@ def test_rnn_codec_points_from_real_bytes():
         entropy_sizes = [len(rb.compress(codec, x[None], k, entropy_coding=True)) for x in IMAGES]
         assert row["bytes_entropy"] == pytest.approx(np.mean(entropy_sizes))
         assert row["bpp_entropy"] == pytest.approx(np.mean(entropy_sizes) * 8 / pixels)
-        expected_psnr = np.mean([float(psnr(codec.forward(x[None], k)["x_hat"].clamp(0, 1), x[None])[0]) for x in IMAGES])
+        expected_psnr = np.mean(
+            [float(psnr(codec.forward(x[None], k)["x_hat"].clamp(0, 1), x[None])[0]) for x in IMAGES]
+        )
         assert row["psnr"] == pytest.approx(expected_psnr)
         assert 0 < row["ms_ssim"] <= 1 and row["ms_ssim_scales"] == 2
 
@@ -84,9 +86,7 @@ def test_image_codec_points_check_settings_first():
 
 @pytest.fixture(scope="module")
 def jpeg_bpp_by_quality():
-    return {
-        q: np.mean([len(encode_image(x, "jpeg", q)) * 8 / (32 * 48) for x in IMAGES]) for q in range(1, 101)
-    }
+    return {q: np.mean([len(encode_image(x, "jpeg", q)) * 8 / (32 * 48) for x in IMAGES]) for q in range(1, 101)}
 
 
 @pytest.mark.parametrize("target", [0.3, 3.0, 100.0])

@@ -34,7 +34,9 @@ def make(root: Path, **kwargs) -> ImageNetSubset:
 class TinyClassifier(lightning.LightningModule):
     def __init__(self, num_classes: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes)
+        )
         self.seen: list[tuple[torch.Size, torch.dtype, torch.dtype]] = []
 
     def training_step(self, batch, batch_idx):

@@ -113,7 +113,11 @@ def _pred(boxes, scores, labels):
 
 
 def _target(boxes, labels, difficult):
-    return {"boxes": torch.tensor(boxes).reshape(-1, 4), "labels": torch.tensor(labels), "difficult": torch.tensor(difficult)}
+    return {
+        "boxes": torch.tensor(boxes).reshape(-1, 4),
+        "labels": torch.tensor(labels),
+        "difficult": torch.tensor(difficult),
+    }
 
 
 def test_metric_accumulates_images_across_updates_like_the_duplicate_case() -> None:

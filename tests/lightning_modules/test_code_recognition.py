@@ -26,6 +26,7 @@ def one_thread():
     yield
     torch.set_num_threads(threads)
 
+
 VARIANTS = ["conventional", "from_layer2", "from_layer3", "from_layer4"]
 WIDTH = 0.0625
 NUM_CLASSES = 10  # the ImageNet fixture writes the ten classes of imagenet10
@@ -74,7 +75,9 @@ def module(variant: str, **kwargs) -> CodeRecognition:
 @pytest.fixture(scope="module")
 def imagenet_fixture(tmp_path_factory) -> str:
     """The ImageNet fixture (ILSVRC layout, real wnids) with 2 training and 1 validation image per class."""
-    return str(write_imagenet(tmp_path_factory.mktemp("imagenet"), train_per_wnid=2, val_per_wnid=1, image_size=(40, 48)))
+    return str(
+        write_imagenet(tmp_path_factory.mktemp("imagenet"), train_per_wnid=2, val_per_wnid=1, image_size=(40, 48))
+    )
 
 
 def imagenet_data(root: str) -> ImageNetSubset:
@@ -193,7 +196,9 @@ def test_resume_continues_exactly_with_a_frozen_encoder(tmp_path):
 
     interrupted = module("from_layer3", freeze_encoder=True)
     interrupted.load_state_dict(initial)
-    trainer(tmp_path / "split", max_epochs=2, callbacks=[StopAfterFirstEpoch()], val_batches=0).fit(interrupted, datamodule=data)
+    trainer(tmp_path / "split", max_epochs=2, callbacks=[StopAfterFirstEpoch()], val_batches=0).fit(
+        interrupted, datamodule=data
+    )
     resumed = module("from_layer3", freeze_encoder=True)
     last = tmp_path / "split" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 1

@@ -20,6 +20,7 @@ def one_thread():
     yield
     torch.set_num_threads(threads)
 
+
 # Shibata, Ohara, Yamauchi, table 1 (ImageNet-100, ResNet-18): parameters of the deployed pipeline.
 PAPER_PARAMS = {
     "conventional": 20_293_224,
