@@ -30,8 +30,8 @@ from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10
 from datamodules.classification_transforms import (
     cifar_eval_transform,
     cifar_train_transform,
-    reseed_transforms_in_worker,
 )
+from datamodules.loaders import recognition_loader
 
 CIFAR10_FILES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
 
@@ -198,15 +198,13 @@ class CIFAR10(LightningDataModule):
         )
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        return DataLoader(
+        return recognition_loader(
             dataset,
+            train=train,
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
-            worker_init_fn=reseed_transforms_in_worker,
+            persistent_workers=self.persistent_workers,
         )
 
     def _require_setup(self) -> None:

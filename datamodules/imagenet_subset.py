@@ -43,10 +43,10 @@ from datamodules.class_list import ClassEntry, load_class_list
 from datamodules.classification_transforms import (
     eval_transform,
     patch_transform,
-    reseed_transforms_in_worker,
     train_transform,
 )
 from datamodules.image_io import IMAGE_EXTENSIONS, list_images, load_rgb
+from datamodules.loaders import recognition_loader
 
 Layout = Literal["ilsvrc", "folders"]
 Mode = Literal["classify", "patches"]
@@ -298,15 +298,13 @@ class ImageNetSubset(LightningDataModule):
         self.val_set = ImageNetSubsetDataset(val, eval_transform(self.image_size), self.class_names)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        return DataLoader(
+        return recognition_loader(
             dataset,
+            train=train,
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
-            worker_init_fn=reseed_transforms_in_worker,
+            persistent_workers=self.persistent_workers,
         )
 
     def _ready(self) -> tuple[ImageNetSubsetDataset, ImageNetSubsetDataset]:

@@ -43,10 +43,10 @@ try:
 except ImportError:  # torchvision does the same
     from xml.etree.ElementTree import parse as parse_xml
 
-from datamodules.classification_transforms import reseed_transforms_in_worker
 from datamodules.detection_collate import detection_collate
 from datamodules.detection_transforms import detection_eval_transform, ssd_train_transform
 from datamodules.image_io import load_rgb
+from datamodules.loaders import recognition_loader
 
 log = logging.getLogger(__name__)
 
@@ -237,17 +237,14 @@ class VOC(LightningDataModule):
             self.test_set = self._concat(self.test_splits, train=False)
 
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
-        assert dataset is not None, "call setup() first"
-        return DataLoader(
+        return recognition_loader(
             dataset,
+            train=train,
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            persistent_workers=self.persistent_workers,
             collate_fn=detection_collate,
-            worker_init_fn=reseed_transforms_in_worker,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -21,3 +21,13 @@ TINY_COMPRESSOR = [
 def tiny_compressor_args():
     """CLI arguments of a tiny RNNCompressor run on the bundled photos (add ``--run.root``)."""
     return list(TINY_COMPRESSOR)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): on a
+    shared 2-core machine, two OpenMP threads stall each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,10 +10,10 @@ import lightning
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from datamodules.cifar10 import CIFAR10, split_indices
 from datamodules.fixtures import write_cifar10
+from tests.datamodules.tiny_classifier import TinyClassifier
 
 
 @pytest.fixture(scope="module")
@@ -24,36 +24,6 @@ def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make(root: Path, **kwargs) -> CIFAR10:
     args = dict(batch_size=8, num_workers=0, pin_memory=False, verify_checksums=False)
     return CIFAR10(str(root), **{**args, **kwargs})
-
-
-class TinyCifarNet(lightning.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)
-        )
-        self.batch_kinds: list[str] = []
-
-    def training_step(self, batch, batch_idx):
-        if isinstance(batch, dict):  # split="search": one batch for the weights, one for the architecture
-            self.batch_kinds.append(",".join(sorted(batch)))
-            images, labels = batch["weights"]
-            arch_images, arch_labels = batch["arch"]
-            loss = nn.functional.cross_entropy(self.net(images), labels)
-            loss = loss + nn.functional.cross_entropy(self.net(arch_images), arch_labels)
-        else:
-            self.batch_kinds.append("plain")
-            images, labels = batch
-            loss = nn.functional.cross_entropy(self.net(images), labels)
-        self.log("train/loss", loss)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        images, labels = batch
-        self.log("val/acc_top1", (self.net(images).argmax(1) == labels).float().mean())
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
 def fit(dm: CIFAR10, model: lightning.LightningModule) -> lightning.Trainer:
@@ -67,7 +37,7 @@ def fit(dm: CIFAR10, model: lightning.LightningModule) -> lightning.Trainer:
 
 @pytest.mark.parametrize("split", ["standard", "search"])
 def test_fit_a_tiny_model(cifar_root: Path, split: str) -> None:
-    model = TinyCifarNet()
+    model = TinyClassifier(10)
     trainer = fit(make(cifar_root, split=split), model)
     assert trainer.global_step == 3
     assert model.batch_kinds == (["plain"] * 3 if split == "standard" else ["arch,weights"] * 3)

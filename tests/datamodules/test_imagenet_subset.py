@@ -8,12 +8,12 @@ from pathlib import Path
 import lightning
 import pytest
 import torch
-from torch import nn
 
 from datamodules.class_list import load_class_list
 from datamodules.fixtures import write_imagenet
 from datamodules.image_io import UnreadableImageError
 from datamodules.imagenet_subset import EmptyClassError, ImageNetLayoutError, ImageNetSubset, build_splits
+from tests.datamodules.tiny_classifier import TinyClassifier
 
 
 @pytest.fixture(scope="module")
@@ -29,29 +29,6 @@ def folders_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make(root: Path, **kwargs) -> ImageNetSubset:
     args = dict(class_list=str(root / "class_list.txt"), image_size=32, batch_size=8, num_workers=0, pin_memory=False)
     return ImageNetSubset(str(root), **{**args, **kwargs})
-
-
-class TinyClassifier(lightning.LightningModule):
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes)
-        )
-        self.seen: list[tuple[torch.Size, torch.dtype, torch.dtype]] = []
-
-    def training_step(self, batch, batch_idx):
-        images, labels = batch
-        self.seen.append((images.shape, images.dtype, labels.dtype))
-        loss = nn.functional.cross_entropy(self.net(images), labels)
-        self.log("train/loss", loss)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        images, labels = batch
-        self.log("val/acc_top1", (self.net(images).argmax(1) == labels).float().mean())
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
 def fit(dm: lightning.LightningDataModule, model: lightning.LightningModule) -> lightning.Trainer:

@@ -17,14 +17,7 @@ from lightning_modules.code_recognition import CodeRecognition, stream_bytes_per
 from lightning_modules.rnn_compressor import RNNCompressor
 from models.rnn_codec import RNNCodec
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two OpenMP threads stall each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 VARIANTS = ["conventional", "from_layer2", "from_layer3", "from_layer4"]
