@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torchvision.models import ResNet18_Weights
 
 from models.code_adapter import CodeAdapter, Upsample
+from models.mac_count import macs_by_module
 from models.resnet_trunk import TRUNK_INPUT, ResNetTrunk, resnet18_classifier
 from models.rnn_codec import (
     STRIDE,
@@ -172,6 +173,13 @@ class CodeRecognitionNet(nn.Module):
         edge, server = count(self.edge_modules()), count(self.server_modules())
         return {"edge": edge, "server": server, "total": edge + server}
 
+    def mac_counts(self, images: Tensor) -> dict[str, int]:
+        """Multiply–accumulates of one forward pass on ``images``: ``{"edge", "server", "total"}``
+        (:mod:`models.mac_count`; the edge is the encoder + binarizer, k iterations)."""
+        per_module = macs_by_module(self, lambda: self(images))
+        edge = per_module.get("codec.encoder", 0) + per_module.get("codec.binarizer", 0)
+        return {"edge": edge, "server": per_module[""] - edge, "total": per_module[""]}
+
     def encode(self, images: Tensor) -> Tensor:
         """Edge: ±1 codes (T, B, bits, ⌈H/16⌉, ⌈W/16⌉) — closed loop (conventional) or open loop."""
         if self.has_decoder:
@@ -181,18 +189,10 @@ class CodeRecognitionNet(nn.Module):
     def classify_codes(self, codes: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         """Server: logits from received codes (T, B, bits, h, w); ``size`` crops the decoded image."""
         if self.has_decoder:
-            x_hat = self._decode(codes, size)  # RNNCodec.decode is no-grad; this one is differentiable
+            x_hat = self.codec.reconstruct(codes, size)[-1]
             return self.classifier(self.normalize(x_hat.clamp(0, 1)))
         t, b = codes.shape[:2]
         return self.trunk(self.adapter(codes.transpose(0, 1).reshape(b, t * codes.shape[2], *codes.shape[-2:])))
-
-    def _decode(self, codes: Tensor, size: tuple[int, int] | None) -> Tensor:
-        h, w = size if size is not None else (codes.shape[-2] * STRIDE, codes.shape[-1] * STRIDE)
-        recon, states = None, None
-        for b in codes:
-            out, states = self.codec.decoder(b, states)
-            recon = out if recon is None or self.codec.reconstruction == "one_shot" else recon + out
-        return recon[..., :h, :w] + 0.5
 
     def forward_with_codes(self, images: Tensor) -> dict[str, Tensor]:
         """One pass for training: ``logits``, ``codes`` (T, B, bits, h, w) and, conventional only,

@@ -207,6 +207,10 @@ class RNNCodec(nn.Module):
     @torch.no_grad()
     def decode(self, codes: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         """Reconstructions (T, B, 3, H, W) after each of the T iterations in ``codes``, cropped to ``size``."""
+        return self.reconstruct(codes, size)
+
+    def reconstruct(self, codes: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        """:meth:`decode` with gradients (training through the decoder from received codes)."""
         if codes.ndim != 5 or codes.shape[2] != self.bits:
             raise ValueError(f"expected codes of shape (T, B, {self.bits}, h, w), got {tuple(codes.shape)}")
         h, w = size if size is not None else (codes.shape[-2] * STRIDE, codes.shape[-1] * STRIDE)

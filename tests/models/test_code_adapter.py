@@ -11,14 +11,7 @@ from models.code_classifier import VARIANT_START, VARIANTS, CodeEncoder, CodeRec
 from models.resnet_trunk import TRUNK_INPUT
 from models.rnn_codec import RNNCodec
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two OpenMP threads stall each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # Shibata, Ohara, Yamauchi, table 1 (ImageNet-100, ResNet-18): parameters of the deployed pipeline.
@@ -140,8 +133,10 @@ def test_open_loop_first_iteration_equals_the_closed_loop_codec():
     assert not torch.equal(open_loop[1], open_loop[0])  # the recurrent state makes iterations differ
 
 
-def test_straight_through_gradient_reaches_the_encoder():
-    net = CodeRecognitionNet("from_layer3", num_classes=3, iterations=1, codec_width=0.0625).train()
+@pytest.mark.parametrize("variant", ["conventional", "from_layer3"])
+def test_straight_through_gradient_reaches_the_encoder(variant):
+    net = CodeRecognitionNet(variant, num_classes=3, iterations=2, codec_width=0.0625).train()
     net(torch.rand(2, 3, 32, 32)).sum().backward()
-    assert net.codec.encoder.conv.weight.grad is not None
-    assert net.codec.encoder.conv.weight.grad.abs().sum() > 0
+    trained = [net.codec.encoder.conv.weight] + ([net.codec.decoder.conv1.weight] if variant == "conventional" else [])
+    for weight in trained:
+        assert weight.grad is not None and weight.grad.abs().sum() > 0

@@ -1,0 +1,40 @@
+"""The code-recognition benchmark runs end to end at a tiny size and its table is self-consistent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.code_recognition_table import PAPER, main
+from models.code_classifier import VARIANTS, CodeRecognitionNet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_table_rows_times_macs_and_parameters(tmp_path, capsys):
+    out = tmp_path / "table.json"
+    args = ["--width", "0.0625", "--image-size", "64", "--iterations", "1", "2", "--repeats", "2", "--warmup", "0"]
+    results = main([*args, "--num-classes", "10", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    rows = results["rows"]
+    assert [(r["variant"], r["iterations"]) for r in rows] == [(v, k) for k in (1, 2) for v in VARIANTS]
+    for r in rows:
+        net = CodeRecognitionNet(r["variant"], num_classes=10, iterations=r["iterations"], codec_width=0.0625)
+        assert r["params_total"] == net.parameter_counts()["total"]
+        assert r["params_gap"] == r["params_total"] - PAPER[r["variant"]]["params"]
+        assert r["macs_edge"] + r["macs_server"] == r["macs_total"]
+        assert r["ms_p25"] <= r["ms_per_image"] <= r["ms_p75"] or r["ms_p25"] == r["ms_p75"]
+    for k in (1, 2):
+        same_k = {r["variant"]: r for r in rows if r["iterations"] == k}
+        assert len({r["macs_edge"] for r in same_k.values()}) == 1  # one encoder, k iterations, in every variant
+        assert same_k["conventional"]["mac_ratio_to_conventional"] == 1.0
+        ratios = [same_k[v]["mac_ratio_to_conventional"] for v in VARIANTS[1:]]
+        assert ratios == sorted(ratios, reverse=True) and ratios[0] < 1  # removing more stages costs less
+    printed = capsys.readouterr().out
+    assert "from_layer4" in printed and "MAC ratio" in printed
+
+
+def test_bad_checkpoint_argument_names_the_variants():
+    with pytest.raises(SystemExit, match="VARIANT=PATH"):
+        main(["--checkpoints", "from_layer9=x.ckpt"])
