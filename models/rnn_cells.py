@@ -20,10 +20,11 @@ from torch import Tensor, nn
 LSTMState = tuple[Tensor, Tensor]
 
 
-class ConvLSTMCell(nn.Module):
-    """Convolutional LSTM cell. ``forward(x, state) -> (h, (h, c))``; ``state=None`` starts at zeros."""
+class ConvRecurrentCell(nn.Module):
+    """Shared layout of the cells: ``conv_ih`` (input kernel, stride) and ``conv_hh`` (hidden kernel) each
+    produce ``gates × hidden_channels`` channels; no biases (as in Toderici et al.)."""
 
-    gates = 4
+    gates: int
 
     def __init__(
         self,
@@ -35,10 +36,15 @@ class ConvLSTMCell(nn.Module):
     ) -> None:
         super().__init__()
         self.hidden_channels = hidden_channels
-        self.conv_ih = nn.Conv2d(in_channels, 4 * hidden_channels, kernel_size, stride, kernel_size // 2, bias=False)
-        self.conv_hh = nn.Conv2d(
-            hidden_channels, 4 * hidden_channels, hidden_kernel_size, 1, hidden_kernel_size // 2, bias=False
-        )
+        out = self.gates * hidden_channels
+        self.conv_ih = nn.Conv2d(in_channels, out, kernel_size, stride, kernel_size // 2, bias=False)
+        self.conv_hh = nn.Conv2d(hidden_channels, out, hidden_kernel_size, 1, hidden_kernel_size // 2, bias=False)
+
+
+class ConvLSTMCell(ConvRecurrentCell):
+    """Convolutional LSTM cell. ``forward(x, state) -> (h, (h, c))``; ``state=None`` starts at zeros."""
+
+    gates = 4
 
     def forward(self, x: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState]:
         gates_x = self.conv_ih(x)
@@ -55,25 +61,10 @@ class ConvLSTMCell(nn.Module):
         return h, (h, c)
 
 
-class ConvGRUCell(nn.Module):
+class ConvGRUCell(ConvRecurrentCell):
     """Convolutional GRU cell. ``forward(x, state) -> (h, h)``; ``state=None`` starts at zeros."""
 
     gates = 3
-
-    def __init__(
-        self,
-        in_channels: int,
-        hidden_channels: int,
-        kernel_size: int = 3,
-        stride: int = 1,
-        hidden_kernel_size: int = 1,
-    ) -> None:
-        super().__init__()
-        self.hidden_channels = hidden_channels
-        self.conv_ih = nn.Conv2d(in_channels, 3 * hidden_channels, kernel_size, stride, kernel_size // 2, bias=False)
-        self.conv_hh = nn.Conv2d(
-            hidden_channels, 3 * hidden_channels, hidden_kernel_size, 1, hidden_kernel_size // 2, bias=False
-        )
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         gates_x = self.conv_ih(x)

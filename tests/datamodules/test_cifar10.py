@@ -6,14 +6,13 @@ import inspect
 import pickle
 from pathlib import Path
 
-import lightning
 import numpy as np
 import pytest
 import torch
 
 from datamodules.cifar10 import CIFAR10, split_indices
 from datamodules.fixtures import write_cifar10
-from tests.datamodules.tiny_classifier import TinyClassifier
+from tests.datamodules.tiny_classifier import TinyClassifier, fit
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +23,6 @@ def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make(root: Path, **kwargs) -> CIFAR10:
     args = dict(batch_size=8, num_workers=0, pin_memory=False, verify_checksums=False)
     return CIFAR10(str(root), **{**args, **kwargs})
-
-
-def fit(dm: CIFAR10, model: lightning.LightningModule) -> lightning.Trainer:
-    trainer = lightning.Trainer(
-        max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=2, val_check_interval=3,
-    )  # fmt: skip
-    trainer.fit(model, datamodule=dm)
-    return trainer
 
 
 @pytest.mark.parametrize("split", ["standard", "search"])

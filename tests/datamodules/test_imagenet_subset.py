@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import lightning
 import pytest
 import torch
 
@@ -13,7 +12,7 @@ from datamodules.class_list import load_class_list
 from datamodules.fixtures import write_imagenet
 from datamodules.image_io import UnreadableImageError
 from datamodules.imagenet_subset import EmptyClassError, ImageNetLayoutError, ImageNetSubset, build_splits
-from tests.datamodules.tiny_classifier import TinyClassifier
+from tests.datamodules.tiny_classifier import TinyClassifier, fit
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +28,6 @@ def folders_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make(root: Path, **kwargs) -> ImageNetSubset:
     args = dict(class_list=str(root / "class_list.txt"), image_size=32, batch_size=8, num_workers=0, pin_memory=False)
     return ImageNetSubset(str(root), **{**args, **kwargs})
-
-
-def fit(dm: lightning.LightningDataModule, model: lightning.LightningModule) -> lightning.Trainer:
-    trainer = lightning.Trainer(
-        max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=2, val_check_interval=3,
-    )  # fmt: skip
-    trainer.fit(model, datamodule=dm)
-    return trainer
 
 
 @pytest.mark.parametrize("mode", ["classify", "patches"])

@@ -1,4 +1,4 @@
-"""A few-parameter classifier that records what the DataModule fed it (for the fit tests)."""
+"""A few-parameter classifier that records what the DataModule fed it, and a 3-step fit (DataModule tests)."""
 
 from __future__ import annotations
 
@@ -38,3 +38,13 @@ class TinyClassifier(lightning.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def fit(dm: lightning.LightningDataModule, model: lightning.LightningModule) -> lightning.Trainer:
+    """Three optimizer steps and a two-batch validation on the CPU, nothing written."""
+    trainer = lightning.Trainer(
+        max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=2, val_check_interval=3,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    return trainer
