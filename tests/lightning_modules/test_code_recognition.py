@@ -168,6 +168,8 @@ def test_fit_resume_test_and_predict_on_the_imagenet_fixture(variant, tmp_path, 
     assert results["test/ms_per_image"] > 0
     counts = resumed_model.parameter_counts()
     assert results["test/params_total"] == counts["total"] == counts["edge"] + counts["server"]
+    assert results["test/gmacs_total"] == pytest.approx(results["test/gmacs_edge"] + results["test/gmacs_server"])
+    assert results["test/gmacs_server"] > 0 and results["test/gmacs_edge"] > 0
     predictions = second.predict(resumed_model, datamodule=data)
     probs = torch.cat([p["probs"] for p in predictions])
     assert probs.shape == (4, NUM_CLASSES)
