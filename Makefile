@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Trains an eighth-width compressor on scikit-image's bundled photos (CPU, ~10 min), then codes the
+# Trains an eighth-width compressor on scikit-image's bundled photos (CPU, ~7 min), then codes the
 # held-out photos at iterations 1..T beside JPEG and WebP at the nearest bpp: table + plot in runs/.
 demo: $(STAMP)
 	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) train.py fit --config configs/trainer/cpu.yaml \

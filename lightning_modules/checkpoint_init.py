@@ -7,15 +7,13 @@ source's module names to the target's, and every key that does not line up is re
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-
-log = logging.getLogger(__name__)
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -32,9 +30,16 @@ class InitReport:
     unexpected: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """One line: counts, then the modules (first two name parts) of what was left out or unused."""
+
+        def modules(keys: Sequence[str]) -> str:
+            parts = sorted({".".join(k.split(".")[:2]) for k in keys})
+            return f" ({', '.join(parts[:6])}{', …' if len(parts) > 6 else ''})" if parts else ""
+
         return (
             f"initialised {len(self.loaded)} tensors from {self.source}; "
-            f"{len(self.missing)} left at their initial values, {len(self.unexpected)} unused"
+            f"{len(self.missing)} left at their initial values{modules(self.missing)}, "
+            f"{len(self.unexpected)} unused{modules(self.unexpected)}"
         )
 
 
@@ -116,5 +121,5 @@ def init_weights_from(
     with torch.no_grad():
         for key in report.loaded:
             target_state[key].copy_(mapped[key])
-    log.info(report.summary())
+    rank_zero_info(report.summary())
     return report

@@ -116,6 +116,7 @@ def test_compressor_checkpoint_loads_with_only_the_expected_keys_left_out(varian
         assert set(report.unexpected) == decoder_keys
         assert {k.split(".")[0] for k in report.missing} == {"adapter", "trunk"}
         assert set(report.loaded) == set(source) - decoder_keys
+        assert report.summary().endswith(f"{len(decoder_keys)} unused (codec.decoder)")
     state = model.model.state_dict()
     for key in report.loaded:
         torch.testing.assert_close(state[key], source[key])
