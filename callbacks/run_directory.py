@@ -101,9 +101,10 @@ def resolve_run_dir(config: RunConfig, model_class: str, resume_last: bool = Fal
     experiment = Path(config.root) / (config.name or snake_case(model_class))
     run_id = config.id or slurm_run_id()
     if run_id is None and resume_last and experiment.is_dir():
-        previous = [d for d in experiment.iterdir() if d.is_dir() and newest_checkpoint(d) is not None]
+        newest = {d: newest_checkpoint(d) for d in experiment.iterdir() if d.is_dir()}
+        previous = {d: ckpt.stat().st_mtime for d, ckpt in newest.items() if ckpt is not None}
         if previous:
-            return max(previous, key=lambda d: newest_checkpoint(d).stat().st_mtime)
+            return max(previous, key=previous.__getitem__)
     if run_id is None:
         run_id = datetime.now().strftime("%Y%m%d-%H%M%S")
     return experiment / run_id

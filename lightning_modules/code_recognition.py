@@ -55,8 +55,9 @@ class CodeRecognition(L.LightningModule):
     that are multiples of 16), ``val/bytes_per_image``, ``val/psnr`` (conventional), the same under
     ``test/``, and ``test/ms_per_image`` (batch 1, median, on the Trainer's device, at the test images'
     size) with ``test/params_edge``, ``test/params_server``, ``test/params_total`` and the
-    multiply–accumulates of one image, ``test/gmacs_edge``, ``test/gmacs_server``, ``test/gmacs_total``. On a CPU shared with
-    other jobs the absolute ms are unreliable (OpenMP threads stall each other); compare pipelines with
+    multiply–accumulates of one image, ``test/gmacs_edge``, ``test/gmacs_server``, ``test/gmacs_total``.
+    On a CPU shared with other jobs the absolute ms are unreliable (OpenMP threads stall each other);
+    compare pipelines with
     ``benchmarks/code_recognition_table.py``, which times them interleaved in one run.
 
     Args:
@@ -261,8 +262,8 @@ class CodeRecognition(L.LightningModule):
             example = torch.rand(1, 3, *self._test_size, device=self.device)
             macs = self.model.mac_counts(example)
             metrics.update({f"test/gmacs_{k}": v / 1e9 for k, v in macs.items()})
-        if self.hparams.latency_repeats > 0 and self._test_size is not None:
-            metrics["test/ms_per_image"] = self.ms_per_image(self._test_size)
+            if self.hparams.latency_repeats > 0:
+                metrics["test/ms_per_image"] = self.ms_per_image(self._test_size)
         self.log_dict(metrics)
         self._test_size = None
 
