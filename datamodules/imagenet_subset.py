@@ -28,7 +28,7 @@ crops (the recurrent compressor) and still returns the labels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -192,13 +192,18 @@ class ImageNetSubsetDataset(Dataset):
         self.samples = list(samples)
         self.transform = transform
         self.class_names = list(class_names)
+        self.image_loader: Callable[[Path], np.ndarray] = load_rgb  # swapped for decoded images by some methods
+
+    def source_paths(self) -> list[Path]:
+        """The source image file of each item, in order (their sizes are the data actually stored)."""
+        return [sample.path for sample in self.samples]
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[index]
-        image = self.transform(image=load_rgb(sample.path))["image"]
+        image = self.transform(image=self.image_loader(sample.path))["image"]
         return image, sample.label
 
 

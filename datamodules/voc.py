@@ -27,7 +27,7 @@ compressed-recognition paper uses VOC2007 only: ``train_splits: ["2007-train"]``
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,7 @@ class VOCDetectionDataset(VOCDetection):
                     continue
             records.append((image_path, boxes, labels, difficult))
         self.records = records
+        self.image_loader: Callable[[str], np.ndarray] = load_rgb  # swapped for decoded images by some methods
         self.empty_count = len(self.empty_ids)
         if self.empty_count:
             action = "skipped" if skip_empty else "kept"
@@ -141,9 +142,13 @@ class VOCDetectionDataset(VOCDetection):
     def __len__(self) -> int:
         return len(self.records)
 
+    def source_paths(self) -> list[Path]:
+        """The source image file of each item, in order (their sizes are the data actually stored)."""
+        return [Path(record[0]) for record in self.records]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image_path, boxes, labels, difficult = self.records[index]
-        image = load_rgb(image_path)
+        image = self.image_loader(image_path)
         height, width = image.shape[:2]
         boxes = np.clip(boxes, 0, [width, height, width, height])
         out = self.transform(image=image, bboxes=boxes, labels=labels, difficult=difficult)
