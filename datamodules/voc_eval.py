@@ -16,9 +16,16 @@ mAP is the mean over classes with at least one non-difficult box. The papers' ta
 shared-CNN and compressed-recognition papers) report VOC2007 test mAP with the **VOC07 11-point**
 definition, so ``map50`` is that number; ``map50_area`` is the VOC2010+ definition.
 
-Deviations from the devkit, both documented: boxes are continuous coordinates (no "+1 pixel" in widths
-and areas, since boxes live in resized-image coordinates), and the 11 recall thresholds are exactly
-k/10 (``np.arange(0, 1.1, 0.1)`` in py-faster-rcnn makes 0.3 into 0.30000000000000004).
+**The 11 recall thresholds** are, by default, ``np.arange(0, 1.1, 0.1)`` as in py-faster-rcnn's
+``voc_eval.py`` — the implementation behind the published VOC07 tables the papers compare with (reused
+by the SSD code bases and mmdetection). Its 0.3, 0.6 and 0.7 are a hair above the tenths
+(0.30000000000000004, 0.6000000000000001, 0.7000000000000001), so a class whose recall reaches
+exactly 3/10, 6/10 or 7/10 loses that point: on the same detections the two conventions differ in the
+last digits. ``eleven_point="exact"`` selects exact k/10 thresholds (the devkit's ``0:0.1:1`` in
+MATLAB is exact only by luck of rounding, so neither is "the" devkit; we follow the published numbers).
+
+One deviation from the devkit: boxes are continuous coordinates (no "+1 pixel" in widths and areas,
+since boxes live in resized-image coordinates).
 
 ``VOCMeanAveragePrecision`` is a torchmetrics ``Metric`` (states concatenated across DDP processes)
 that can also report torchmetrics' ``MeanAveragePrecision(iou_thresholds=[0.5])`` beside it: COCO's
@@ -31,22 +38,36 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-ELEVEN_POINTS = np.arange(11) / 10.0
+ElevenPoint = Literal["voc_eval", "exact"]
+
+ELEVEN_POINTS: dict[str, np.ndarray] = {
+    "voc_eval": np.arange(0.0, 1.1, 0.1),  # py-faster-rcnn's voc_eval: the published VOC07 numbers
+    "exact": np.arange(11) / 10.0,  # k/10 exactly
+}
 
 
-def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> float:
-    """AP from cumulative recall/precision arrays (in detection order), 11-point or area definition."""
+def voc_ap(
+    recall: np.ndarray, precision: np.ndarray, use_07_metric: bool, eleven_point: ElevenPoint = "voc_eval"
+) -> float:
+    """AP from cumulative recall/precision arrays (in detection order), 11-point or area definition.
+
+    ``eleven_point`` picks the 11-point thresholds: ``"voc_eval"`` (default, ``np.arange(0, 1.1, 0.1)``
+    as py-faster-rcnn) or ``"exact"`` (k/10); see the module docstring.
+    """
+    if eleven_point not in ELEVEN_POINTS:
+        raise ValueError(f"eleven_point must be one of {sorted(ELEVEN_POINTS)}, got {eleven_point!r}")
     recall = np.asarray(recall, dtype=np.float64)
     precision = np.asarray(precision, dtype=np.float64)
     if use_07_metric:
         total = 0.0
-        for threshold in ELEVEN_POINTS:
+        for threshold in ELEVEN_POINTS[eleven_point]:
             above = recall >= threshold
             total += float(precision[above].max()) if above.any() else 0.0
         return total / 11.0
@@ -89,6 +110,7 @@ def class_average_precision(
     gt_difficult: np.ndarray,
     gt_images: np.ndarray,
     iou_threshold: float = 0.5,
+    eleven_point: ElevenPoint = "voc_eval",
 ) -> ClassResult:
     """AP of one class (see the module docstring); NaN APs when it has no non-difficult box.
 
@@ -132,7 +154,7 @@ def class_average_precision(
     recall = ctp / num_positives
     precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
     return ClassResult(
-        voc_ap(recall, precision, use_07_metric=True),
+        voc_ap(recall, precision, use_07_metric=True, eleven_point=eleven_point),
         voc_ap(recall, precision, use_07_metric=False),
         tp,
         fp,
@@ -150,6 +172,7 @@ def evaluate_detections(
     gt_difficult: np.ndarray,
     gt_images: np.ndarray,
     iou_threshold: float = 0.5,
+    eleven_point: ElevenPoint = "voc_eval",
 ) -> dict[str, float | dict[int, float]]:
     """mAP over classes with a non-difficult box, both definitions, from flat arrays.
 
@@ -167,7 +190,14 @@ def evaluate_detections(
     for label in sorted(set(gt_labels.tolist())):
         d, g = det_labels == label, gt_labels == label
         result = class_average_precision(
-            det_boxes[d], det_scores[d], det_images[d], gt_boxes[g], gt_difficult[g], gt_images[g], iou_threshold
+            det_boxes[d],
+            det_scores[d],
+            det_images[d],
+            gt_boxes[g],
+            gt_difficult[g],
+            gt_images[g],
+            iou_threshold,
+            eleven_point,
         )
         if result.num_positives:
             ap07[label], ap_area[label] = result.ap_voc07, result.ap_area
@@ -194,8 +224,14 @@ class VOCMeanAveragePrecision(Metric):
     tensors tagged with an image key unique across DDP processes (``local index × world size + rank``),
     concatenated on sync.
 
+    ``compute()`` returns ``{"map50", "map50_area", "classes" (K,) labels with a non-difficult box,
+    "ap50_per_class" (K,) their VOC07 11-point AP, "ap50_area_per_class" (K,)}`` and, when asked,
+    ``"map50_torchmetrics"``. Log the scalars; the per-class tensors are for tables.
+
     Args:
         iou_threshold: IoU for a match (0.5 for VOC).
+        eleven_point: 11-point recall thresholds, ``"voc_eval"`` (py-faster-rcnn's, the published
+            convention; default) or ``"exact"`` (k/10); see the module docstring.
         compare_torchmetrics: Also compute torchmetrics' ``MeanAveragePrecision(iou_thresholds=[0.5])``
             (COCO-style 101-point AP, difficult boxes as ``iscrowd``) and report it as
             ``map50_torchmetrics``. Needs ``pycocotools`` or ``faster-coco-eval``.
@@ -205,9 +241,18 @@ class VOCMeanAveragePrecision(Metric):
     higher_is_better = True
     is_differentiable = False
 
-    def __init__(self, iou_threshold: float = 0.5, compare_torchmetrics: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        iou_threshold: float = 0.5,
+        compare_torchmetrics: bool = False,
+        eleven_point: ElevenPoint = "voc_eval",
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
+        if eleven_point not in ELEVEN_POINTS:
+            raise ValueError(f"eleven_point must be one of {sorted(ELEVEN_POINTS)}, got {eleven_point!r}")
         self.iou_threshold = iou_threshold
+        self.eleven_point = eleven_point
         for name in ("det_boxes", "det_scores", "det_labels", "det_images"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         for name in ("gt_boxes", "gt_labels", "gt_difficult", "gt_images"):
@@ -268,10 +313,15 @@ class VOCMeanAveragePrecision(Metric):
             flat(self.gt_difficult, (0,), torch.bool),
             flat(self.gt_images, (0,), torch.long),
             self.iou_threshold,
+            self.eleven_point,
         )
+        classes = sorted(result["ap50_voc07"])
         out = {
             "map50": torch.tensor(result["map50"], dtype=torch.float32),
             "map50_area": torch.tensor(result["map50_area"], dtype=torch.float32),
+            "classes": torch.tensor(classes, dtype=torch.long),
+            "ap50_per_class": torch.tensor([result["ap50_voc07"][c] for c in classes], dtype=torch.float32),
+            "ap50_area_per_class": torch.tensor([result["ap50_area"][c] for c in classes], dtype=torch.float32),
         }
         if self.reference is not None:
             out["map50_torchmetrics"] = self.reference.compute()["map"].float().cpu()

@@ -87,10 +87,69 @@ def test_iou_threshold_is_inclusive_at_one_half() -> None:
     assert ap([("a", [0.0, 0.0, 10.0, 4.9], 0.9)], [("a", BOX, False)]) == (0.0, 0.0)
 
 
-def test_eleven_point_uses_exact_tenths() -> None:
-    # recall reaches exactly .3 (3/10) with precision 1: thresholds 0, .1, .2, .3 count -> 4/11
-    recall = np.array([0.1, 0.2, 0.3])
-    assert voc_ap(recall, np.ones(3), use_07_metric=True) == pytest.approx(4 / 11)
+def _found(found: int, total: int = 10) -> list:
+    """Detections (image, box, score) that find the first ``found`` of ``total`` one-box images, best first."""
+    return [(str(i), BOX, 1.0 - i / 100) for i in range(found)]
+
+
+@pytest.mark.parametrize(
+    ("found", "voc_eval", "exact"),
+    [
+        # recall [.1, .2, .3], precision 1. py-faster-rcnn's thresholds np.arange(0, 1.1, 0.1) hold
+        # 0.30000000000000004 > 3/10, so only t = 0, .1, .2 count: 3/11; exact tenths also count .3: 4/11
+        (3, 3 / 11, 4 / 11),
+        # recall up to 6/10: voc_eval counts 0 … .5 (6 points; 0.6000000000000001 > .6): 6/11; exact 7/11
+        (6, 6 / 11, 7 / 11),
+        # recall up to 7/10: voc_eval counts 0 … .6 (0.6000000000000001 < .7) but not 0.7000000000000001: 7/11
+        (7, 7 / 11, 8 / 11),
+        # recall 5/10: both conventions agree (6 points: 0 … .5)
+        (5, 6 / 11, 6 / 11),
+    ],
+)
+def test_eleven_point_follows_py_faster_rcnn_by_default_and_exact_tenths_on_request(found, voc_eval, exact) -> None:
+    gts = [(str(i), BOX, False) for i in range(10)]
+    dets = _found(found)
+    args = (
+        np.array([d[1] for d in dets]),
+        np.array([d[2] for d in dets]),
+        np.array([d[0] for d in dets]),
+        np.array([g[1] for g in gts]),
+        np.array([g[2] for g in gts]),
+        np.array([g[0] for g in gts]),
+    )
+    assert class_average_precision(*args).ap_voc07 == pytest.approx(voc_eval, abs=1e-12)
+    assert class_average_precision(*args, eleven_point="exact").ap_voc07 == pytest.approx(exact, abs=1e-12)
+    for convention, expected in (("voc_eval", voc_eval), ("exact", exact)):
+        metric = VOCMeanAveragePrecision(eleven_point=convention)
+        metric.update(
+            [_pred([BOX], [s], [1]) for _, _, s in dets] + [_pred([], [], []) for _ in range(10 - found)],
+            [_target([BOX], [1], [False]) for _ in range(10)],
+        )
+        assert metric.compute()["map50"].item() == pytest.approx(expected, abs=1e-6)
+
+
+def py_faster_rcnn_voc07_ap(rec: np.ndarray, prec: np.ndarray) -> float:
+    """py-faster-rcnn's ``voc_ap(rec, prec, use_07_metric=True)``, verbatim apart from names."""
+    ap = 0.0
+    for t in np.arange(0.0, 1.1, 0.1):
+        p = 0 if np.sum(rec >= t) == 0 else np.max(prec[rec >= t])
+        ap = ap + p / 11.0
+    return ap
+
+
+def test_default_eleven_point_equals_py_faster_rcnn_on_random_curves() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        npos = int(rng.choice([10, 20, int(rng.integers(1, 30))]))  # 10, 20: recalls hit .3, .6, .7 exactly
+        tp = rng.random(int(rng.integers(1, 60))) < 0.5
+        ctp = np.cumsum(tp)
+        rec, prec = ctp / npos, ctp / np.arange(1, len(tp) + 1)
+        assert voc_ap(rec, prec, use_07_metric=True) == pytest.approx(py_faster_rcnn_voc07_ap(rec, prec), abs=1e-12)
+
+
+def test_unknown_eleven_point_convention_is_refused() -> None:
+    with pytest.raises(ValueError, match="eleven_point"):
+        VOCMeanAveragePrecision(eleven_point="matlab")
 
 
 def test_map_is_the_mean_over_classes_with_boxes() -> None:
