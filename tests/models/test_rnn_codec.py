@@ -119,3 +119,69 @@ def test_bad_arguments_are_refused():
         codec(torch.rand(1, 3, 32, 32), 0)
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         codec(torch.rand(3, 32, 32), 1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The cells against their written equations (models/rnn_cells.py docstring), by a direct implementation
+# that takes each gate's weights by name and convolves them one by one.
+
+
+def _conv(x, weight, stride=1):
+    return torch.nn.functional.conv2d(x, weight, stride=stride, padding=weight.shape[-1] // 2)
+
+
+def _random_cell(cls, seed):
+    torch.manual_seed(seed)
+    cell = cls(5, 6, kernel_size=3, stride=2, hidden_kernel_size=3)
+    for p in cell.parameters():
+        torch.nn.init.normal_(p, std=0.3)  # large enough that every gate is far from 0.5 and 1
+    return cell
+
+
+def test_lstm_cell_follows_its_equations():
+    cell = _random_cell(ConvLSTMCell, 0)
+    x, h, c = torch.randn(2, 5, 8, 10), torch.randn(2, 6, 4, 5), torch.randn(2, 6, 4, 5)
+    W_i, W_f, W_g, W_o = cell.conv_ih.weight.chunk(4)
+    U_i, U_f, U_g, U_o = cell.conv_hh.weight.chunk(4)
+    i = torch.sigmoid(_conv(x, W_i, 2) + _conv(h, U_i))
+    f = torch.sigmoid(_conv(x, W_f, 2) + _conv(h, U_f))
+    g = torch.tanh(_conv(x, W_g, 2) + _conv(h, U_g))
+    o = torch.sigmoid(_conv(x, W_o, 2) + _conv(h, U_o))
+    c_new = f * c + i * g
+    h_new = o * torch.tanh(c_new)
+    out, (h_out, c_out) = cell(x, (h, c))
+    torch.testing.assert_close(c_out, c_new)
+    torch.testing.assert_close(h_out, h_new)
+    assert out is h_out
+    # zero initial state
+    out0, (_, c0) = cell(x)
+    i0, g0, o0 = (torch.sigmoid(_conv(x, W_i, 2)), torch.tanh(_conv(x, W_g, 2)), torch.sigmoid(_conv(x, W_o, 2)))
+    torch.testing.assert_close(c0, i0 * g0)
+    torch.testing.assert_close(out0, o0 * torch.tanh(i0 * g0))
+
+
+def test_gru_cell_follows_toderici_2017():
+    """z = σ(W_z x + U_z h), r = σ(W_r x + U_r h), h' = (1 − z) ⊙ h + z ⊙ tanh(W x + U (r ⊙ h))."""
+    cell = _random_cell(ConvGRUCell, 1)
+    x, h = torch.randn(2, 5, 8, 10), torch.randn(2, 6, 4, 5)
+    W_z, W_r, W = cell.conv_ih.weight.chunk(3)
+    U_z, U_r = cell.conv_hh.weight.chunk(2)
+    U = cell.conv_hn.weight
+    z = torch.sigmoid(_conv(x, W_z, 2) + _conv(h, U_z))
+    r = torch.sigmoid(_conv(x, W_r, 2) + _conv(h, U_r))
+    expected = (1 - z) * h + z * torch.tanh(_conv(x, W, 2) + _conv(r * h, U))
+    out, state = cell(x, h)
+    torch.testing.assert_close(out, expected)
+    assert state is out
+    # the reset-after form (PyTorch/cuDNN: r ⊙ (U h)) gives another state: the test above tells them apart
+    reset_after = (1 - z) * h + z * torch.tanh(_conv(x, W, 2) + r * _conv(h, U))
+    assert (reset_after - expected).abs().max() > 1e-2
+    out0, _ = cell(x)  # zero initial state: h' = z ⊙ tanh(W x)
+    torch.testing.assert_close(out0, torch.sigmoid(_conv(x, W_z, 2)) * torch.tanh(_conv(x, W, 2)))
+
+
+def test_gru_checkpoint_of_the_old_reset_after_layout_fails_naming_the_keys():
+    cell = ConvGRUCell(4, 8, 3, 1, 1)
+    old = {"conv_ih.weight": torch.zeros(24, 4, 3, 3), "conv_hh.weight": torch.zeros(24, 8, 1, 1)}
+    with pytest.raises(RuntimeError, match=r"(?s)conv_hn\.weight.*conv_hh\.weight.*torch.Size\(\[24, 8, 1, 1\]\)"):
+        cell.load_state_dict(old)
