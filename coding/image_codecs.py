@@ -24,6 +24,15 @@ always means better fidelity and more bytes.
 Images: ``numpy.ndarray`` uint8 (H, W, 3), or a ``torch.Tensor`` (3, H, W) — float in [0, 1] (rounded to
 8 bits) or uint8. Decoding returns uint8 (H, W, 3).
 
+Planes (:func:`encode_array` / :func:`decode_array`, used by the feature codec, :mod:`coding.feature_codec`):
+also grey images (H, W) — a 4:0:0 image for ``png``, ``hevc`` and ``avif``; ``webp`` has no grey mode,
+so libwebp codes the grey as RGB (luma only, flat chroma) — and 10-bit grey (uint16 values < 1024) for
+``png`` (a 16-bit PNG) and ``hevc`` (Main 10). HEVC can be run at a constant quantisation parameter
+like BPG: ``qp`` 0..51 is handed to x265 as ``x265:qp`` (libheif passes ``x265:`` parameters to
+``x265_param_parse`` after its own quality mapping, so the constant-QP rate control replaces it);
+each +6 QP doubles x265's quantiser step. ``chroma`` picks 4:2:0 (the default everywhere, BPG's too)
+or 4:4:4 for RGB images (``jpeg``, ``avif``, ``hevc``).
+
 Errors: an unknown codec, a quality out of range, or a codec missing from the installed Pillow /
 pillow-heif build raises ``ValueError`` naming it and listing the codecs that are available.
 """
@@ -33,6 +42,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from functools import cache
+from typing import Literal
 
 import numpy as np
 import torch
@@ -187,22 +197,142 @@ def to_float_chw(array: np.ndarray) -> Tensor:
     return torch.from_numpy(np.array(array, dtype=np.uint8)).permute(2, 0, 1).float() / 255
 
 
-def _encode_hevc(array: np.ndarray, quality: int) -> bytes:
+_HEVC_QP_MAX = 51
+_TEN_BIT_CODECS = ("png", "hevc")
+
+
+def _check_plane(array: np.ndarray, codec: str) -> int:
+    """Bit depth (8 or 10) of a grey (H, W) or RGB (H, W, 3) plane that ``codec`` can take."""
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"expected a numpy array, got {type(array).__name__}")
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3) or 0 in array.shape:
+        raise ValueError(f"expected a grey (H, W) or RGB (H, W, 3) array, got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return 8
+    if array.dtype == np.uint16:
+        if array.ndim != 2 or codec not in _TEN_BIT_CODECS:
+            raise ValueError(
+                f"10-bit input is supported as a grey plane for {_TEN_BIT_CODECS}, not {codec!r} {array.shape}"
+            )
+        if array.max() >= 1024:
+            raise ValueError(f"10-bit planes hold values < 1024, got a maximum of {int(array.max())}")
+        return 10
+    raise ValueError(f"expected uint8 (or 10-bit uint16) pixels, got {array.dtype}")
+
+
+def _encode_heif(array: np.ndarray, fmt: str, quality: int | None, qp: int | None, chroma: str) -> bytes:
     import pillow_heif
 
-    heif = pillow_heif.from_bytes("RGB", (array.shape[1], array.shape[0]), array.tobytes())
+    height, width = array.shape[:2]
+    if array.dtype == np.uint16:  # pillow-heif takes 16-bit samples MSB-aligned and writes 10 bits
+        heif = pillow_heif.from_bytes("I;16", (width, height), (array.astype("<u2") << 6).tobytes())
+    else:
+        heif = pillow_heif.from_bytes("RGB" if array.ndim == 3 else "L", (width, height), array.tobytes())
+    options: dict = {"quality": quality}
+    if array.ndim == 3:
+        options["chroma"] = int(chroma)
+    if qp is not None:
+        options["enc_params"] = {"x265:qp": str(qp)}
     buffer = io.BytesIO()
-    heif.save(buffer, format="HEIF", quality=quality, chroma=420)
+    heif.save(buffer, format=fmt, **options)
     return buffer.getvalue()
 
 
-def _encode_heif_avif(array: np.ndarray, quality: int) -> bytes:
-    import pillow_heif
+def encode_array(
+    array: np.ndarray,
+    codec: str,
+    quality: int | None = None,
+    *,
+    qp: int | None = None,
+    chroma: Literal["420", "444"] = "420",
+) -> bytes:
+    """Encode one grey (H, W) or RGB (H, W, 3) plane (see the module docstring) and return the file's bytes.
 
-    heif = pillow_heif.from_bytes("RGB", (array.shape[1], array.shape[0]), array.tobytes())
+    Args:
+        array: uint8 (H, W) or (H, W, 3); or uint16 (H, W) with 10-bit values for ``png`` / ``hevc``.
+        codec: one of :data:`CODECS` available here.
+        quality: codec quality, higher = better; ignored for ``png``; must be ``None`` when ``qp`` is given.
+        qp: ``hevc`` only: constant quantisation parameter 0..51 (lower = better), like BPG's ``-q``.
+        chroma: ``"420"`` or ``"444"`` subsampling of RGB images (``webp`` is always 4:2:0).
+
+    Raises:
+        ValueError: unknown or unavailable codec, an impossible setting (named), or a malformed array.
+    """
+    get_codec(codec)
+    depth = _check_plane(array, codec)
+    if chroma not in ("420", "444"):
+        raise ValueError(f"chroma must be '420' or '444', got {chroma!r}")
+    if chroma == "444" and codec == "webp":
+        raise ValueError("lossy WebP is always 4:2:0; chroma='444' is impossible for 'webp'")
+    if qp is not None:
+        if codec != "hevc":
+            raise ValueError(f"qp applies to 'hevc' only, not {codec!r}")
+        if isinstance(qp, bool) or not isinstance(qp, int | np.integer) or not 0 <= qp <= _HEVC_QP_MAX:
+            raise ValueError(f"hevc qp must be an int in 0..{_HEVC_QP_MAX}, got {qp!r}")
+        if quality is not None:
+            raise ValueError("give either quality or qp for 'hevc', not both")
+    else:
+        quality = check_quality(codec, quality)
+    array = np.ascontiguousarray(array)
+    if codec == "hevc":
+        return _encode_heif(array, "HEIF", quality, None if qp is None else int(qp), chroma)
+    if codec == "avif" and not features.check("avif"):
+        return _encode_heif(array, "AVIF", quality, None, chroma)
+    subsampling = "4:2:0" if chroma == "420" else "4:4:4"
+    options: dict = {
+        "png": {"compress_level": 9},
+        "jpeg": {"quality": quality, "subsampling": subsampling},
+        "webp": {"quality": quality, "lossless": False},
+        "avif": {"quality": quality, "subsampling": subsampling},
+    }[codec]
+    image = Image.fromarray(array)
+    if codec == "webp" and depth == 8 and array.ndim == 2:
+        image = image.convert("RGB")
     buffer = io.BytesIO()
-    heif.save(buffer, format="AVIF", quality=quality, chroma=420)
+    image.save(buffer, format=_PIL_FORMAT[codec], **options)
     return buffer.getvalue()
+
+
+def decode_array(data: bytes, codec: str, grey: bool = False) -> np.ndarray:
+    """Decode bytes written by :func:`encode_array`: uint8 (H, W, 3), or with ``grey`` the grey plane
+    (H, W) — uint8, or uint16 with 10-bit values for a 10-bit file.
+
+    Raises:
+        ValueError: unknown or unavailable codec, or data that is not a decodable file of that codec.
+    """
+    get_codec(codec)
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ValueError(f"expected bytes to decode, got {type(data).__name__}")
+    data = bytes(data)
+    try:
+        if codec == "hevc" or (codec == "avif" and not features.check("avif")):
+            import pillow_heif
+
+            heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
+            expected = "image/heic" if codec == "hevc" else "image/avif"
+            if heif.mimetype != expected:
+                raise ValueError(f"the data is {heif.mimetype}, not {expected}")
+            if heif.mode.startswith("I;16"):
+                array = np.asarray(heif).astype(np.uint16) >> 6
+            else:
+                array = np.asarray(heif.to_pillow())
+        else:
+            with Image.open(io.BytesIO(data)) as opened:
+                if opened.format != _PIL_FORMAT[codec]:
+                    raise ValueError(f"the data is a {opened.format} file, not {_PIL_FORMAT[codec]}")
+                if opened.mode.startswith("I;16"):
+                    array = np.asarray(opened).astype(np.uint16)
+                else:
+                    array = np.asarray(opened if opened.mode in ("L", "RGB") else opened.convert("RGB"))
+    except (ValueError, RuntimeError, OSError, SyntaxError) as error:  # UnidentifiedImageError is an OSError
+        raise ValueError(f"cannot decode the data as {codec!r} ({len(data)} bytes): {error}") from error
+    if grey and array.ndim == 3:
+        array = array[..., 0]  # a grey image coded as RGB (WebP): R = G = B
+    elif not grey and array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim == 3 and array.shape[2] == 4:
+        array = array[..., :3]
+    return np.ascontiguousarray(array)
 
 
 def encode_image(image: np.ndarray | Tensor, codec: str, quality: int | None = None) -> bytes:
@@ -216,21 +346,7 @@ def encode_image(image: np.ndarray | Tensor, codec: str, quality: int | None = N
     Raises:
         ValueError: unknown or unavailable codec, quality out of range, or a malformed image.
     """
-    quality = check_quality(codec, quality)
-    array = to_uint8_hwc(image)
-    if codec == "hevc":
-        return _encode_hevc(array, quality)
-    if codec == "avif" and not features.check("avif"):
-        return _encode_heif_avif(array, quality)
-    options: dict = {
-        "png": {"compress_level": 9},
-        "jpeg": {"quality": quality, "subsampling": "4:2:0"},
-        "webp": {"quality": quality, "lossless": False},
-        "avif": {"quality": quality, "subsampling": "4:2:0"},
-    }[codec]
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=_PIL_FORMAT[codec], **options)
-    return buffer.getvalue()
+    return encode_array(to_uint8_hwc(image), codec, check_quality(codec, quality))
 
 
 def decode_image(data: bytes, codec: str) -> np.ndarray:
@@ -239,27 +355,4 @@ def decode_image(data: bytes, codec: str) -> np.ndarray:
     Raises:
         ValueError: unknown or unavailable codec, or data that is not a decodable file of that codec.
     """
-    get_codec(codec)
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise ValueError(f"expected bytes to decode, got {type(data).__name__}")
-    data = bytes(data)
-    if codec == "hevc" or (codec == "avif" and not features.check("avif")):
-        import pillow_heif
-
-        try:
-            heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
-            expected = "image/heic" if codec == "hevc" else "image/avif"
-            if heif.mimetype != expected:
-                raise ValueError(f"the data is {heif.mimetype}, not {expected}")
-            array = np.asarray(heif.to_pillow().convert("RGB"))
-        except (ValueError, RuntimeError, OSError) as error:
-            raise ValueError(f"cannot decode the data as {codec!r} ({len(data)} bytes): {error}") from error
-        return np.ascontiguousarray(array)
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            if opened.format != _PIL_FORMAT[codec]:
-                raise ValueError(f"the data is a {opened.format} file, not {_PIL_FORMAT[codec]}")
-            array = np.asarray(opened.convert("RGB"))
-    except (ValueError, OSError, SyntaxError) as error:  # PIL.UnidentifiedImageError is an OSError
-        raise ValueError(f"cannot decode the data as {codec!r} ({len(data)} bytes): {error}") from error
-    return np.ascontiguousarray(array)
+    return decode_array(data, codec)
