@@ -89,11 +89,11 @@ def ssd_extra_block(in_channels: int, out_channels: int) -> nn.Sequential:
     return block
 
 
-def ssdlite_extra_block(in_channels: int, out_channels: int) -> nn.Sequential:
+def ssdlite_extra_block(in_channels: int, out_channels: int, bn_momentum: float = 0.03) -> nn.Sequential:
     """SSDLite's extra layer (MobileNetV2 §6.2, torchvision's layout): 1×1 to ``out/2``, depthwise 3×3
     stride 2, 1×1 to ``out``, each with BatchNorm and ReLU6. ``n → ⌈n/2⌉``."""
     mid = max(1, out_channels // 2)
-    norm = _bn()
+    norm = _bn(momentum=bn_momentum)
     block = nn.Sequential(
         Conv2dNormActivation(in_channels, mid, kernel_size=1, norm_layer=norm, activation_layer=nn.ReLU6),
         Conv2dNormActivation(mid, mid, kernel_size=3, stride=2, groups=mid, norm_layer=norm, activation_layer=nn.ReLU6),
@@ -192,6 +192,7 @@ def ssd_from_feature_maps(
     scales: Sequence[float] | None = None,
     image_mean: Sequence[float] = IMAGENET_MEAN,
     image_std: Sequence[float] = IMAGENET_STD,
+    bn_momentum: float = 0.03,
     **ssd_kwargs,
 ) -> SSD:
     """An SSD whose heads read the maps of ``backbone`` plus ``len(extra_channels)`` extra layers.
@@ -213,6 +214,8 @@ def ssd_from_feature_maps(
             linear in between (SSD paper eq. 4) when ``scales`` is not given.
         scales: explicit scales, one per map plus one (``DefaultBoxGenerator``'s ``scales``).
         image_mean, image_std: normalisation of the [0, 1] input (the backbone's training statistics).
+        bn_momentum: BatchNorm momentum of the SSDLite extras and heads (torchvision's 0.03 suits
+            long runs; short CPU runs need ~0.1 for the running statistics to catch up).
         **ssd_kwargs: passed to ``torchvision.models.detection.SSD`` (``score_thresh``, ``nms_thresh``,
             ``detections_per_img``, ``topk_candidates``, ``iou_thresh``, ``positive_fraction``).
 
@@ -229,7 +232,7 @@ def ssd_from_feature_maps(
     channels = [c for c, _, _ in trunk_shapes]
     if out_channels is not None and list(out_channels) != channels:
         raise ValueError(f"out_channels {list(out_channels)} given, but the backbone returns {channels}")
-    block = ssdlite_extra_block if head == "ssdlite" else ssd_extra_block
+    block = partial(ssdlite_extra_block, bn_momentum=bn_momentum) if head == "ssdlite" else ssd_extra_block
     extra = nn.ModuleList()
     previous = channels[-1]
     for c in extra_channels:
@@ -250,7 +253,7 @@ def ssd_from_feature_maps(
     )
     per_location = anchors.num_anchors_per_location()
     if head == "ssdlite":
-        ssd_head: nn.Module = SSDLiteHead(all_channels, per_location, num_classes, _bn())
+        ssd_head: nn.Module = SSDLiteHead(all_channels, per_location, num_classes, _bn(momentum=bn_momentum))
     else:
         ssd_head = SSDHead(all_channels, per_location, num_classes)
     return SSD(
@@ -333,6 +336,7 @@ def ssdlite320_mobilenet_v2(
     width_mult: float = 1.0,
     image_size: int | Sequence[int] = 320,
     min_depth: int = 16,
+    bn_momentum: float = 0.03,
     **ssd_kwargs,
 ) -> SSD:
     """MobileNetV2-SSDLite (Sandler et al. 2018, §6.2), built with :func:`ssd_from_feature_maps`.
@@ -357,13 +361,14 @@ def ssdlite320_mobilenet_v2(
         width_mult: channel multiplier of MobileNetV2 and of the extra layers.
         image_size: network input side(s).
         min_depth: smallest channel count of an extra layer.
+        bn_momentum: momentum of every BatchNorm (torchvision's SSDLite: 0.03; ~0.1 for short runs).
         **ssd_kwargs: ``SSD`` options (override the SSDLite defaults above).
     """
     if isinstance(weights_backbone, str):
         weights_backbone = MobileNet_V2_Weights[weights_backbone]
     if weights_backbone is not None and width_mult != 1.0:
         raise ValueError(f"ImageNet MobileNetV2 weights exist for width_mult=1.0 only, got {width_mult}")
-    norm = _bn()
+    norm = _bn(momentum=bn_momentum)
     net = mobilenet_v2(weights=weights_backbone, width_mult=width_mult, norm_layer=norm)
     if weights_backbone is None:
         for layer in net.modules():
@@ -380,6 +385,7 @@ def ssdlite320_mobilenet_v2(
         head="ssdlite",
         min_ratio=0.2,
         max_ratio=0.95,
+        bn_momentum=bn_momentum,
         **{**defaults, **ssd_kwargs},
     )
 
