@@ -1,0 +1,299 @@
+"""Split inference with one frozen shared CNN (Hiraga, Nakada, Nakajima): one task head behind the wire.
+
+The edge (VGG16 to pool4, or MobileNetV2 to its 6th inverted residual; frozen, always in ``eval()``) is
+shared by every task; this module trains one task's server part on top of it — the rest of the
+classifier, or SSD224 (:mod:`models.split_backbones` documents the wiring) — and evaluates it with the
+feature codec (:mod:`coding.feature_codec`) on the wire: min–max quantisation, tiling, PNG / WebP /
+HEVC at a constant QP (like the paper's BPG) / AVIF. Each task is trained on its own; the MACs the
+sharing saves across tasks are counted by ``benchmarks/shared_trunk_macs.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, SumMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from coding.feature_codec import FeatureCodec, FeatureImageCodec
+from coding.feature_tiling import Layout
+from coding.image_codecs import encode_image
+from datamodules.voc_eval import VOCMeanAveragePrecision
+from lightning_modules.detection_steps import (
+    detection_eval_step,
+    detection_training_step,
+    log_detection_metrics,
+    split_detection_batch,
+)
+from models.latency import measure_ms_per_image
+from models.split_backbones import (
+    Trunk,
+    mac_counts,
+    parameter_counts,
+    split_classifier,
+    split_ssd224,
+    split_trunk_of,
+)
+
+Task = Literal["classification", "detection"]
+STAGES = ("val", "test")
+
+
+class SharedTrunkTask(L.LightningModule):
+    """One task's server part trained behind a frozen, shared ImageNet trunk; the feature codec on the wire.
+
+    Logged: ``train/loss`` (detection: also ``train/bbox_regression``, ``train/classification``);
+    ``val/`` and ``test/``: ``acc_top1``, ``acc_top5`` (micro-averaged: the fraction of images whose label
+    is among the top k) and ``loss`` for classification, ``map50`` (VOC07 11-point, the shared detection
+    evaluator) for detection; ``bytes_per_image`` (the whole feature stream — header, min/max and image
+    file — or, without a codec, the raw float32 tensor: 4·C·H·W bytes); ``feature_bytes_ratio``, the
+    paper's "圧縮率": 100 × Σ feature bytes / Σ bytes of the network input (the 224×224 image the trunk
+    sees) as a baseline JPEG at ``input_jpeg_quality`` (95, 4:2:0, Pillow); ``input_jpeg_bytes``; and at
+    test ``test/params_{edge,server,total}``, ``test/gmacs_{edge,server,total}`` (one image at the
+    network input size, wire excluded) and ``test/ms_per_image`` (batch 1, median, no codec).
+
+    Args:
+        trunk: shared CNN, ``vgg16`` (split after pool4: 512×14×14 at 224) or ``mobilenet_v2`` (after
+            the 6th inverted residual: 32×28×28).
+        task: ``classification`` (the rest of the classifier) or ``detection`` (SSD224).
+        num_classes: classes (detection: with the background); ``None``: 1000 or 21 (VOC).
+        weights: torchvision ImageNet weights of the trunk's *classifier* (``IMAGENET1K_V1``; MobileNetV2
+            also ``IMAGENET1K_V2``), downloaded on first use; the edge keeps them frozen, the
+            classification head starts from them too (its last layer is new when ``num_classes`` ≠ 1000).
+            ``None``: random (tests).
+        width: channel multiplier of every layer (< 1 only without ``weights``: CPU demos and tests).
+        image_size: detection: the SSD's input side (images are resized to it); both tasks: the side at
+            which MACs are counted when no test batch sets it.
+        codec: the image codec of the wire (``png``, ``webp``, ``hevc``, ``avif``) or ``None``: the float
+            tensor goes through untouched.
+        codec_quality: ``webp``/``avif`` quality 0–100; ``hevc`` constant QP 0–51 (the paper's qp35 =
+            35); ``None`` for ``png``.
+        codec_layout: ``r_channel`` (the paper's), ``mono`` or ``square`` tiling.
+        codec_bits: min–max quantisation bits (8; 10 for ``png``/``hevc`` grey layouts).
+        codec_per_channel: a min/max per channel instead of per tensor (the paper's).
+        codec_chroma: ``420`` (BPG's default) or ``444`` for the ``r_channel`` image (``hevc``/``avif``).
+        codec_in_training: also pass the training batches through the codec (default: train on clean
+            features, evaluate through the codec, as the paper).
+        input_jpeg_quality: JPEG quality of the input-size baseline of ``feature_bytes_ratio``.
+        lr: SGD learning rate (the paper's Table 1: 0.01 classification, 0.001 detection).
+        momentum: SGD momentum (MomentumSGD; 0.9).
+        weight_decay: L2 weight decay of SGD.
+        lr_schedule: ``constant`` (the paper gives no schedule) or ``cosine`` to 0 over the run.
+        latency_warmup: untimed batch-1 runs before ``test/ms_per_image``.
+        latency_repeats: timed runs for ``test/ms_per_image``; 0 skips it.
+    """
+
+    def __init__(
+        self,
+        trunk: Trunk = "vgg16",
+        task: Task = "classification",
+        num_classes: int | None = None,
+        weights: str | None = None,
+        width: float = 1.0,
+        image_size: int = 224,
+        codec: FeatureImageCodec | None = None,
+        codec_quality: int | None = 35,
+        codec_layout: Layout = "r_channel",
+        codec_bits: int = 8,
+        codec_per_channel: bool = False,
+        codec_chroma: Literal["420", "444"] = "420",
+        codec_in_training: bool = False,
+        input_jpeg_quality: int = 95,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        latency_warmup: int = 5,
+        latency_repeats: int = 30,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if task not in ("classification", "detection"):
+            raise ValueError(f"task must be 'classification' or 'detection', got {task!r}")
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        if not 1 <= input_jpeg_quality <= 100:
+            raise ValueError(f"input_jpeg_quality must be in 1..100, got {input_jpeg_quality}")
+        self.codec: FeatureCodec | None = None
+        if codec is not None:
+            self.codec = FeatureCodec(codec, codec_quality, codec_layout, codec_bits, codec_per_channel, codec_chroma)
+        elif codec_in_training:
+            raise ValueError("codec_in_training needs a codec")
+        self.is_detection = task == "detection"
+        classes = num_classes if num_classes is not None else (21 if self.is_detection else 1000)
+        if self.is_detection:
+            self.model: nn.Module = split_ssd224(trunk, classes, weights, width, image_size)
+            self.map = nn.ModuleDict({s: VOCMeanAveragePrecision() for s in STAGES})
+        else:
+            self.model = split_classifier(trunk, classes, weights, width)
+            top5 = min(5, classes)
+            self.acc_top1 = nn.ModuleDict({s: MulticlassAccuracy(classes, top_k=1, average="micro") for s in STAGES})
+            self.acc_top5 = nn.ModuleDict({s: MulticlassAccuracy(classes, top_k=top5, average="micro") for s in STAGES})
+        self.split = split_trunk_of(self.model)
+        self.split.edge.requires_grad_(False)
+        self.split.edge.eval()
+        self.feature_bytes = nn.ModuleDict({s: SumMetric() for s in STAGES})
+        self.jpeg_bytes = nn.ModuleDict({s: SumMetric() for s in STAGES})
+        self.images = nn.ModuleDict({s: SumMetric() for s in STAGES})
+        self.bytes_per_image = nn.ModuleDict({s: MeanMetric() for s in STAGES})
+        self._test_size: tuple[int, int] | None = None
+
+    # ----------------------------------------------------------------------------------- set-up
+    def train(self, mode: bool = True) -> SharedTrunkTask:
+        """Like ``nn.Module.train``, but the shared edge stays in ``eval()`` (BatchNorm statistics frozen)."""
+        super().train(mode)
+        if hasattr(self, "split"):
+            self.split.edge.eval()
+        return self
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters ``{"edge", "server", "total"}``."""
+        return parameter_counts(self.model)
+
+    def _wire(self, stage: str) -> None:
+        use = stage != "train" or self.hparams.codec_in_training
+        self.split.wire.codec = self.codec if use else None
+
+    def forward(self, images: Tensor | list[Tensor]) -> Any:
+        return self.model(images)
+
+    @staticmethod
+    def _classification_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
+        if isinstance(batch, Tensor):
+            return batch, None
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+
+    # ------------------------------------------------------------------------------------ steps
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        self._wire("train")
+        if self.is_detection:
+            return detection_training_step(self, self.model, batch)
+        images, labels = self._classification_batch(batch)
+        loss = F.cross_entropy(self.model(images), labels)
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def _count_bytes(self, images: Tensor | list[Tensor], stage: str) -> None:
+        sizes = self.split.wire.last_sizes
+        if not sizes:  # no codec: the raw float32 tensor
+            shape = self._sent_shape
+            sizes = [4 * shape[0] * shape[1] * shape[2]] * len(images)
+        jpeg = [len(encode_image(image.clamp(0, 1), "jpeg", self.hparams.input_jpeg_quality)) for image in images]
+        for size in sizes:
+            self.bytes_per_image[stage].update(size)
+        self.feature_bytes[stage].update(float(sum(sizes)))
+        self.jpeg_bytes[stage].update(float(sum(jpeg)))
+        self.images[stage].update(float(len(jpeg)))
+
+    def _record_sent_shape(self, module: nn.Module, args: tuple, output: Tensor) -> None:
+        self._sent_shape = tuple(output.shape[1:])
+
+    def _evaluate(self, batch: Any, stage: str) -> None:
+        self._wire(stage)
+        handle = self.split.edge.register_forward_hook(self._record_sent_shape)
+        try:
+            if self.is_detection:
+                out = detection_eval_step(self.model, batch, self.map[stage])
+                images = out["images"]
+                # the network input: the SSD resizes every image to image_size first
+                images = [
+                    F.interpolate(im[None], size=(self.hparams.image_size,) * 2, mode="bilinear", align_corners=False)[
+                        0
+                    ]
+                    if tuple(im.shape[-2:]) != (self.hparams.image_size,) * 2
+                    else im
+                    for im in images
+                ]
+            else:
+                images, labels = self._classification_batch(batch)
+                logits = self.model(images)
+                n = images.shape[0]
+                self.log(f"{stage}/loss", F.cross_entropy(logits, labels), batch_size=n, sync_dist=True)
+                self.acc_top1[stage].update(logits, labels)
+                self.acc_top5[stage].update(logits, labels)
+                self.log(f"{stage}/acc_top1", self.acc_top1[stage], batch_size=n, prog_bar=stage == "val")
+                self.log(f"{stage}/acc_top5", self.acc_top5[stage], batch_size=n)
+        finally:
+            handle.remove()
+        self._count_bytes(images, stage)
+
+    def _log_epoch(self, stage: str) -> None:
+        if self.is_detection:
+            log_detection_metrics(self, self.map[stage], stage)
+        if self.images[stage].update_count == 0:
+            return
+        feature, jpeg = self.feature_bytes[stage].compute(), self.jpeg_bytes[stage].compute()
+        self.log_dict(
+            {
+                f"{stage}/bytes_per_image": self.bytes_per_image[stage].compute(),
+                f"{stage}/input_jpeg_bytes": jpeg / self.images[stage].compute(),
+                f"{stage}/feature_bytes_ratio": 100 * feature / jpeg,
+            }
+        )
+        for metric in (self.bytes_per_image, self.feature_bytes, self.jpeg_bytes, self.images):
+            metric[stage].reset()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        if self._test_size is None and not self.is_detection:
+            self._test_size = tuple(self._classification_batch(batch)[0].shape[-2:])
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+        metrics: dict[str, float] = {f"test/params_{k}": float(v) for k, v in self.parameter_counts().items()}
+        size = self._test_size or (self.hparams.image_size,) * 2
+        example = torch.rand(1, 3, *size, device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        metrics.update({f"test/gmacs_{k}": v / 1e9 for k, v in mac_counts(self.model, example).items()})
+        if self.hparams.latency_repeats > 0:
+            self.split.wire.codec = None
+            runner = _BatchOne(self.model) if self.is_detection else self.model
+            metrics["test/ms_per_image"] = measure_ms_per_image(
+                runner, example, self.hparams.latency_warmup, self.hparams.latency_repeats
+            )
+        self.model.train(was_training)
+        self.log_dict(metrics)
+        self._test_size = None
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Any:
+        """Classification: ``{"probs", "labels"}``; detection: one ``{"boxes", "scores", "labels"}`` per image."""
+        self._wire("predict")
+        if self.is_detection:
+            images, _ = split_detection_batch(batch)
+            return self.model(images)
+        images, _ = self._classification_batch(batch)
+        probs = self.model(images).softmax(dim=1)
+        return {"probs": probs, "labels": probs.argmax(dim=1)}
+
+    # -------------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        if hp.lr_schedule == "constant":
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class _BatchOne(nn.Module):
+    """An SSD called on a batch-1 tensor (its eval forward takes a list of images)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Any:
+        return self.model(list(images))
