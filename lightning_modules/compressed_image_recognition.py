@@ -1,0 +1,474 @@
+"""Recognition on images decoded from a compressor's bits (Takase, Toya, Nishikata, Yamauchi,
+"エッジコンピューティングのための圧縮画像認識").
+
+The device sends only the bits of each image; the server decodes them and recognises the decoded
+image: ResNet-50 classification (ImageNet-10) or MobileNet-SSD detection (VOC2007). The wire is the
+frozen recurrent compressor (``RNNCompressor``) at k iterations — the real bitstream,
+``decompress(compress(x, k))`` of each whole source image at its own resolution, as the paper's file
+sizes imply — or, to answer "which is better at the same bytes?", a classical codec
+(JPEG / WebP / AVIF / HEVC) at the bytes the learned compressor spent on the same image.
+
+The paper's three regimes (its §4.2) and ours:
+
+============================  ==========================  =============  ============
+paper                         ours (``regime``)           ``train_on``   ``eval_on``
+============================  ==========================  =============  ============
+従来法                         ``conventional``            original       original
+提案手法 (未圧縮画像モデル)      ``uncompressed_image_model``  compressed     original
+提案手法 (圧縮画像モデル)        ``compressed_image_model``    compressed     compressed
+(not in the paper)            ``original_on_compressed``   original       compressed
+============================  ==========================  =============  ============
+
+The middle row is as the paper's list defines it ("圧縮学習画像 + 未圧縮評価画像"), although its name
+("uncompressed-image model") would rather describe a model trained on original images; the fourth
+combination, a model trained on originals that is fed decoded images, is that one, and is offered
+for that reason.
+
+Data. Compression happens before any augmentation or resizing: each source file is decoded once
+through the channel into a cache on disk (:mod:`datamodules.decoded_cache`, keyed on the channel's
+settings including the SHA-256 of the compressor's weights), and the DataModule's datasets then read
+the decoded images instead of the sources (their ``image_loader``) and apply their usual transforms.
+Works with any DataModule whose datasets have ``source_paths()`` and ``image_loader``
+(``ImageNetSubset``, ``VOC``).
+
+Bytes (logged at the end of every validation / test epoch, over the whole evaluation set, whatever
+``limit_val_batches``): ``{stage}/bytes_per_image`` — mean bytes actually sent per image: the stream's
+length (24-byte header included) or the codec file's, and the source file's size when ``eval_on`` is
+``original``; ``{stage}/source_bytes_per_image`` — mean size of the source files (the JPEGs as
+stored: the paper's "元画像" column of its Table 1); ``{stage}/data_reduction`` — ``1 − Σ bytes /
+Σ source bytes``, the fraction of data saved against sending the source JPEGs, the basis of the
+paper's Table 1 (65.5 kB → 3.00 kB is a reduction of 0.954); ``{stage}/bpp`` — ``8 Σ bytes / Σ
+pixels`` of the source images. With a classical channel matched to bytes,
+``{stage}/over_budget_fraction`` counts images whose codec file exceeds the budget even at its lowest
+quality.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+from torch.utils.data import ConcatDataset, Dataset
+from torchmetrics.classification import MulticlassAccuracy
+from torchvision.models import get_model, get_model_weights
+
+from coding.image_channel import CLASSICAL, ChannelName, ClassicalChannel, RNNChannel
+from coding.rnn_bitstream import Coding
+from datamodules.decoded_cache import DecodedImageCache, ImageRecord, source_record
+from datamodules.image_io import load_rgb
+from datamodules.voc_eval import VOCMeanAveragePrecision
+from lightning_modules.checkpoint_init import init_weights_from
+from lightning_modules.detection_steps import (
+    detection_eval_step,
+    detection_training_step,
+    log_detection_metrics,
+    split_detection_batch,
+)
+from models.code_classifier import ImageNormalize
+from models.rnn_codec import CellType, Reconstruction, RNNCodec
+from models.ssd import ssdlite320_mobilenet_v2
+
+Task = Literal["classification", "detection"]
+Images = Literal["original", "compressed"]
+
+REGIMES: dict[tuple[str, str], tuple[str, str]] = {
+    ("original", "original"): ("conventional", "従来法"),
+    ("compressed", "original"): ("uncompressed_image_model", "提案手法 (未圧縮画像モデル)"),
+    ("compressed", "compressed"): ("compressed_image_model", "提案手法 (圧縮画像モデル)"),
+    ("original", "compressed"): ("original_on_compressed", "(not in the paper)"),
+}
+"""(train_on, eval_on) → (our regime name, the paper's name)."""
+
+COMPRESSOR_PREFIX = "compressor."
+_STAGE_ROLES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+_FN_STAGE = {TrainerFn.VALIDATING: "validate", TrainerFn.TESTING: "test", TrainerFn.PREDICTING: "predict"}
+
+
+def leaf_datasets(dataset: Dataset) -> list[Dataset]:
+    """The datasets that read image files, inside any ``ConcatDataset`` nesting.
+
+    Raises:
+        TypeError: a dataset without ``source_paths()`` and ``image_loader`` (not built on image files).
+    """
+    if isinstance(dataset, ConcatDataset):
+        return [leaf for part in dataset.datasets for leaf in leaf_datasets(part)]
+    if not (hasattr(dataset, "source_paths") and hasattr(dataset, "image_loader")):
+        raise TypeError(
+            f"{type(dataset).__name__} does not read image files through `image_loader` / `source_paths()`; "
+            "recognition on decoded images needs a DataModule of source images such as "
+            "datamodules.imagenet_subset.ImageNetSubset or datamodules.voc.VOC"
+        )
+    return [dataset]
+
+
+def rate_summary(records: list[ImageRecord]) -> dict[str, float]:
+    """Mean bytes sent and source bytes per image, data reduction 1 − Σ bytes / Σ source bytes, bpp
+    8 Σ bytes / Σ pixels, and the fraction of images over their byte budget."""
+    if not records:
+        raise ValueError("no images to measure")
+    sent = sum(r.bytes for r in records)
+    source = sum(r.source_bytes for r in records)
+    pixels = sum(r.height * r.width for r in records)
+    return {
+        "bytes_per_image": sent / len(records),
+        "source_bytes_per_image": source / len(records),
+        "data_reduction": 1.0 - sent / source,
+        "bpp": 8.0 * sent / pixels,
+        "over_budget_fraction": sum(not r.fits for r in records) / len(records),
+    }
+
+
+class CompressedImageRecognition(L.LightningModule):
+    """A recogniser trained and evaluated on original or decoded images (see the module docstring).
+
+    Logged: ``train/loss``; classification: ``{val,test}/loss``, ``{val,test}/acc_top1``,
+    ``{val,test}/acc_top5`` (micro-averaged: the fraction of images); detection: ``train/bbox_regression``,
+    ``train/classification``, ``{val,test}/map50`` (VOC07 11-point) and ``map50_area`` (the per-class
+    table at test); both: ``{val,test}/bytes_per_image``, ``source_bytes_per_image``,
+    ``data_reduction``, ``bpp`` (+ ``over_budget_fraction`` for classical channels matched to bytes).
+
+    Args:
+        task: ``classification`` (torchvision classifier, ``arch``) or ``detection`` (MobileNetV2-SSDLite
+            of :mod:`models.ssd`, trained and evaluated as ``Detector``).
+        num_classes: classes (detection: with the background, 21 for VOC).
+        train_on: images the recogniser is trained on, ``original`` (the source files) or ``compressed``
+            (decoded from the channel).
+        eval_on: images it is validated, tested and run on.
+        channel: the wire: ``rnn`` (the recurrent compressor) or a classical codec ``jpeg``, ``webp``,
+            ``avif``, ``hevc``.
+        iterations: k, the compressor's iterations sent (``rnn``); for a classical channel matched to
+            bytes, the k whose bytes each image may spend.
+        quality: classical channel: one quality for every image (instead of matching bytes).
+        target_bpp: classical channel: a budget of ``target_bpp`` bits per source pixel per image.
+            With neither ``quality`` nor ``target_bpp`` each image gets the bytes the recurrent
+            compressor spent on it at k iterations (per-image quality search, :mod:`coding.matched_rate`).
+        stream_coding: payload of the recurrent codec's stream: ``packed`` (the paper's k · bits / 256 bpp),
+            ``entropy`` (rANS) or ``smallest`` (the smaller of the two per image).
+        codec_width: width of the compressor; must equal the ``RNNCompressor`` checkpoint's.
+        codec_cell: recurrent unit of the compressor, ``lstm`` or ``gru``.
+        bits: code channels per 16×16 block and iteration.
+        codec_reconstruction: ``additive`` or ``one_shot``.
+        init_compressor_from: ``RNNCompressor`` checkpoint of the frozen compressor. Read once, when a
+            fit starts from scratch (and for evaluation without a checkpoint of this model); its weights
+            are then part of this run's checkpoints, so resuming or testing never needs the file again.
+            Not needed when nothing is compressed (``conventional``).
+        decoded_cache_dir: folder of the decoded-image caches, shared by runs and regimes.
+        cache_workers: worker processes that build a cache (they run classical codecs, and the
+            recurrent codec when the model is on the CPU; on a GPU the codec runs in this process).
+        arch: torchvision classifier (``resnet50`` in the paper; any name ``torchvision.models.get_model``
+            knows, e.g. ``resnet18`` for tests).
+        weights: torchvision weights of ``arch`` (``IMAGENET1K_V1``, ``IMAGENET1K_V2``; downloaded on first
+            use) or ``None`` (random initialisation). The classifier layer is new when ``num_classes`` ≠ 1000.
+        detector_width: MobileNetV2 width multiplier of the detector.
+        detector_weights_backbone: ImageNet weights of the detector's MobileNetV2 (``IMAGENET1K_V1``) or ``None``.
+        detector_image_size: input side of the SSD (320 for SSDLite320; images are resized inside).
+        optimizer: ``sgd`` (momentum) or ``adamw``.
+        lr: peak learning rate; linear warm-up for ``warmup_steps`` then cosine decay to 0 over
+            ``trainer.estimated_stepping_batches``.
+        weight_decay: weight decay.
+        momentum: SGD momentum.
+        warmup_steps: optimizer steps of linear warm-up.
+        label_smoothing: cross-entropy label smoothing (classification).
+    """
+
+    def __init__(
+        self,
+        task: Task = "classification",
+        num_classes: int = 10,
+        train_on: Images = "compressed",
+        eval_on: Images = "compressed",
+        channel: ChannelName = "rnn",
+        iterations: int = 1,
+        quality: int | None = None,
+        target_bpp: float | None = None,
+        stream_coding: Coding = "packed",
+        codec_width: float = 1.0,
+        codec_cell: CellType = "lstm",
+        bits: int = 32,
+        codec_reconstruction: Reconstruction = "additive",
+        init_compressor_from: str | None = None,
+        decoded_cache_dir: str = "data/decoded_cache",
+        cache_workers: int = 4,
+        arch: str = "resnet50",
+        weights: str | None = None,
+        detector_width: float = 1.0,
+        detector_weights_backbone: str | None = None,
+        detector_image_size: int = 320,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
+        lr: float = 0.01,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.9,
+        warmup_steps: int = 0,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if task not in ("classification", "detection"):
+            raise ValueError(f"task must be 'classification' or 'detection', got {task!r}")
+        for name, value in (("train_on", train_on), ("eval_on", eval_on)):
+            if value not in ("original", "compressed"):
+                raise ValueError(f"{name} must be 'original' or 'compressed', got {value!r}")
+        if channel != "rnn" and channel not in CLASSICAL:
+            raise ValueError(f"channel must be 'rnn' or one of {CLASSICAL}, got {channel!r}")
+        if channel == "rnn" and (quality is not None or target_bpp is not None):
+            raise ValueError("quality and target_bpp are for classical channels; the rnn channel spends k iterations")
+        if not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be a positive int, got {iterations!r}")
+        if cache_workers < 0:
+            raise ValueError(f"cache_workers must be >= 0, got {cache_workers}")
+        self.classical = ClassicalChannel(channel, quality, target_bpp) if channel != "rnn" else None
+        self.regime, self.paper_regime = REGIMES[(train_on, eval_on)]
+        self.compressor = RNNCodec(cell=codec_cell, width=codec_width, bits=bits, reconstruction=codec_reconstruction)
+        self.compressor.requires_grad_(False)
+        self.compressor.eval()
+        self._compressor_ready = False
+        if task == "classification":
+            model_weights = get_model_weights(arch)[weights] if weights else None
+            net = get_model(arch, weights=model_weights)
+            if num_classes != net.fc.out_features:
+                net.fc = nn.Linear(net.fc.in_features, num_classes)
+            self.recogniser = nn.Sequential(ImageNormalize(), net)
+            top5 = min(5, num_classes)
+            self.acc_top1 = nn.ModuleDict(
+                {s: MulticlassAccuracy(num_classes, top_k=1, average="micro") for s in ("val", "test")}
+            )
+            self.acc_top5 = nn.ModuleDict(
+                {s: MulticlassAccuracy(num_classes, top_k=top5, average="micro") for s in ("val", "test")}
+            )
+        else:
+            self.recogniser = ssdlite320_mobilenet_v2(
+                num_classes=num_classes,
+                weights_backbone=detector_weights_backbone,
+                width_mult=detector_width,
+                image_size=detector_image_size,
+            )
+            self.map = nn.ModuleDict({s: VOCMeanAveragePrecision() for s in ("val", "test")})
+        self.rates: dict[str, dict[str, float]] = {}
+        self._prepared: dict[str, str] = {}
+
+    # ------------------------------------------------------------------------ frozen compressor
+    def train(self, mode: bool = True) -> CompressedImageRecognition:
+        """Like ``nn.Module.train``, but the compressor stays in ``eval()`` (sign binarizer)."""
+        super().train(mode)
+        self.compressor.eval()
+        return self
+
+    def load_compressor(self, path: str) -> None:
+        """Copy an ``RNNCompressor`` checkpoint's codec into the frozen compressor (weights only)."""
+        init_weights_from(self.compressor, path, key_map={"codec.": ""})
+        self._compressor_ready = True
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The compressor comes from this run's own checkpoint (never from ``init_compressor_from`` again);
+        loaded here, before Lightning loads the rest, so evaluation decodes with exactly these weights."""
+        state = checkpoint.get("state_dict", {})
+        own = {k[len(COMPRESSOR_PREFIX) :]: v for k, v in state.items() if k.startswith(COMPRESSOR_PREFIX)}
+        if own:
+            self.compressor.load_state_dict(own)
+            self._compressor_ready = True
+        trainer = self._trainer
+        stage = _FN_STAGE.get(trainer.state.fn) if trainer is not None else None
+        if stage is not None and trainer.datamodule is not None:
+            self._prepare(stage)
+
+    def _ensure_compressor(self, required: bool) -> None:
+        if self._compressor_ready:
+            return
+        path = self.hparams.init_compressor_from
+        if path and Path(path).is_file():
+            self.load_compressor(path)
+        elif required:
+            where = f"init_compressor_from={path!r} does not exist" if path else "init_compressor_from is not set"
+            raise FileNotFoundError(
+                f"the {self.regime} regime decodes images through the compressor, but {where} and no checkpoint of "
+                "this model was given (ckpt_path): set init_compressor_from to an RNNCompressor checkpoint"
+            )
+
+    # ---------------------------------------------------------------------- decoded datasets
+    @property
+    def uses_compressor(self) -> bool:
+        """Whether decoded images depend on the compressor (rnn, or a classical codec matched to its bytes)."""
+        return self.classical is None or self.classical.needs_budget
+
+    def _images_for(self, role: str) -> str:
+        return self.hparams.train_on if role == "train" else self.hparams.eval_on
+
+    def _dataset(self, role: str) -> Dataset:
+        dm = self.trainer.datamodule
+        if dm is None:
+            raise RuntimeError("CompressedImageRecognition needs a DataModule (fit/validate/test with datamodule=...)")
+        if role == "test":
+            dataset = getattr(dm, "test_set", None) or getattr(dm, "val_set", None)
+        else:
+            dataset = getattr(dm, f"{role}_set", None)
+        if dataset is None:
+            raise RuntimeError(f"the DataModule has no {role} dataset after setup()")
+        return dataset
+
+    def _rnn_channel(self) -> RNNChannel:
+        return RNNChannel(self.compressor, self.hparams.iterations, self.hparams.stream_coding)
+
+    def caches(self) -> list[tuple[DecodedImageCache, Any]]:
+        """(cache, channel) in build order: the recurrent codec's, then the classical codec's matched to it."""
+        root = self.hparams.decoded_cache_dir
+        rnn = self._rnn_channel()
+        if self.classical is None:
+            return [(DecodedImageCache(root, rnn.settings()), rnn)]
+        settings = self.classical.settings()
+        if not self.classical.needs_budget:
+            return [(DecodedImageCache(root, settings), self.classical)]
+        matched = DecodedImageCache(root, {**settings, "matched_to": rnn.settings()})
+        return [(DecodedImageCache(root, rnn.settings()), rnn), (matched, self.classical)]
+
+    def _build(self, sources: list[Path]) -> DecodedImageCache:
+        trainer = self.trainer
+        on_cpu = next(self.compressor.parameters()).device.type == "cpu"
+        budgets = None
+        cache = None
+        for cache, channel in self.caches():
+            in_workers = channel is not None and (channel.name != "rnn" or on_cpu)
+            built = cache.build(
+                sources,
+                channel,
+                budgets=budgets,
+                num_workers=self.hparams.cache_workers if in_workers else min(self.hparams.cache_workers, 2),
+                in_workers=in_workers,
+                rank=trainer.global_rank,
+                world_size=trainer.world_size,
+                description=f"{channel.name} k={self.hparams.iterations}",
+            )
+            if trainer.world_size > 1:
+                trainer.strategy.barrier("decoded_cache")
+            if built:
+                rank_zero_info(f"decoded {built} images into {cache.directory} ({cache.disk_bytes() / 1e6:.1f} MB)")
+            if channel.name == "rnn" and self.classical is not None:
+                budgets = {str(s): cache.record(s).bytes for s in sources}
+        assert cache is not None
+        return cache
+
+    def _prepare(self, stage: str) -> None:
+        """Point the datasets of ``stage`` at original or decoded images and measure their bytes."""
+        roles = _STAGE_ROLES[stage]
+        compressed = [r for r in roles if self._images_for(r) == "compressed"]
+        self._ensure_compressor(required=bool(compressed) and self.uses_compressor)
+        leaves = {role: leaf_datasets(self._dataset(role)) for role in roles}
+        cache = None
+        if compressed:
+            sources = sorted({p for r in compressed for leaf in leaves[r] for p in leaf.source_paths()})
+            cache = self._build(sources)
+        for role in roles:
+            use_cache = cache is not None and self._images_for(role) == "compressed"
+            records = []
+            for leaf in leaves[role]:
+                leaf.image_loader = cache.loader() if use_cache else load_rgb
+                paths = leaf.source_paths()
+                records += [cache.record(p) for p in paths] if use_cache else [source_record(p) for p in paths]
+            self._prepared[role] = str(cache.directory) if use_cache else "original"
+            if role != "train":
+                self.rates[role] = rate_summary(records)
+
+    def setup(self, stage: str) -> None:
+        if stage != "fit":
+            self._ensure_compressor(required=False)
+            if self._compressor_ready or not self.uses_compressor or self._only_originals(stage):
+                self._prepare(stage)
+
+    def _only_originals(self, stage: str) -> bool:
+        return all(self._images_for(role) == "original" for role in _STAGE_ROLES[stage])
+
+    def on_fit_start(self) -> None:
+        self._prepare("fit")
+
+    def _check_prepared(self, stage: str) -> None:
+        for role in _STAGE_ROLES[stage]:
+            if role not in self._prepared:
+                self._ensure_compressor(required=self.uses_compressor)
+                raise RuntimeError(f"the {role} images were not prepared before the {stage} loop started")
+
+    def on_validation_start(self) -> None:
+        self._check_prepared("validate")
+
+    def on_test_start(self) -> None:
+        self._check_prepared("test")
+
+    def on_predict_start(self) -> None:
+        self._check_prepared("predict")
+
+    # ------------------------------------------------------------------------------- steps
+    def forward(self, images: Tensor | list[Tensor]) -> Any:
+        """The recogniser on (decoded or original) images in [0, 1]: logits, or SSD detections."""
+        return self.recogniser(images)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        if self.hparams.task == "detection":
+            return detection_training_step(self, self.recogniser, batch)
+        images, labels = batch
+        loss = F.cross_entropy(self(images), labels, label_smoothing=self.hparams.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def _evaluate(self, batch: Any, stage: str) -> None:
+        if self.hparams.task == "detection":
+            detection_eval_step(self.recogniser, batch, self.map[stage])
+            return
+        images, labels = batch
+        logits = self(images)
+        n = images.shape[0]
+        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), batch_size=n, sync_dist=True)
+        self.acc_top1[stage].update(logits, labels)
+        self.acc_top5[stage].update(logits, labels)
+        self.log(f"{stage}/acc_top1", self.acc_top1[stage], batch_size=n, prog_bar=stage == "val")
+        self.log(f"{stage}/acc_top5", self.acc_top5[stage], batch_size=n)
+
+    def _log_epoch(self, stage: str) -> None:
+        if self.hparams.task == "detection":
+            names = getattr(self.trainer.datamodule, "class_names", None)
+            log_detection_metrics(self, self.map[stage], stage, names, per_class=stage == "test")
+        rates = dict(self.rates[stage])
+        if self.classical is None or not self.classical.needs_budget or self._images_for(stage) == "original":
+            rates.pop("over_budget_fraction")
+        self.log_dict({f"{stage}/{name}": float(value) for name, value in rates.items()})
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Any:
+        """Classification: ``{"probs", "labels"}``; detection: one ``{"boxes", "scores", "labels"}`` per image."""
+        if self.hparams.task == "detection":
+            images, _ = split_detection_batch(batch)
+            return self.recogniser(images)
+        images = batch[0] if isinstance(batch, list | tuple) else batch
+        probs = self(images).softmax(dim=1)
+        return {"probs": probs, "labels": probs.argmax(dim=1)}
+
+    # ---------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        params = [p for p in self.recogniser.parameters() if p.requires_grad]
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(hp.warmup_steps, total - 1)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
+        scheduler: torch.optim.lr_scheduler.LRScheduler = cosine
+        if warmup > 0:
+            ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
+            scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

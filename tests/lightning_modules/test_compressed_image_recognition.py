@@ -1,0 +1,207 @@
+"""CompressedImageRecognition: every task × regime fits, validates, tests and resumes on the fixtures; the
+compressor stays frozen; bytes and data reduction come from real streams and the source files' sizes."""
+
+from __future__ import annotations
+
+import shutil
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from coding.image_codecs import to_float_chw
+from coding.rnn_bitstream import compress, decompress
+from datamodules.fixtures import write_imagenet, write_voc
+from datamodules.image_io import load_rgb
+from datamodules.imagenet_subset import ImageNetSubset
+from datamodules.voc import VOC
+from lightning_modules.compressed_image_recognition import REGIMES, CompressedImageRecognition
+from lightning_modules.rnn_compressor import RNNCompressor
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+WIDTH = 0.0625
+K = 2
+PAPER_REGIMES = [("original", "original"), ("compressed", "original"), ("compressed", "compressed")]
+
+
+@pytest.fixture(scope="module")
+def compressor_checkpoint(tmp_path_factory) -> str:
+    """A real RNNCompressor checkpoint: tiny width, a few training steps."""
+    root = tmp_path_factory.mktemp("rnn_compressor")
+    torch.manual_seed(0)
+    fit = L.Trainer(
+        accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, limit_val_batches=0, default_root_dir=root,
+    )  # fmt: skip
+    fit.fit(RNNCompressor(width=WIDTH, iterations=K), train_dataloaders=DataLoader(torch.rand(4, 3, 32, 32)))
+    path = root / "compressor.ckpt"
+    fit.save_checkpoint(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def imagenet_root(tmp_path_factory) -> str:
+    return str(
+        write_imagenet(tmp_path_factory.mktemp("imagenet"), train_per_wnid=1, val_per_wnid=1, image_size=(40, 48))
+    )
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory) -> str:
+    return str(
+        write_voc(tmp_path_factory.mktemp("voc"), trainval_2007=4, test_2007=2, trainval_2012=2, image_size=(64, 80))
+    )
+
+
+def imagenet(root: str) -> ImageNetSubset:
+    return ImageNetSubset(
+        root, class_list=f"{root}/class_list.txt", image_size=32, batch_size=10, num_workers=0, pin_memory=False
+    )
+
+
+def voc(root: str) -> VOC:
+    return VOC(
+        root, train_splits=["2007-train"], val_splits=["2007-val"], test_splits=["2007-test"], image_size=64,
+        batch_size=2, num_workers=0, pin_memory=False,
+    )  # fmt: skip
+
+
+def make_module(task: str, train_on: str, eval_on: str, cache: str, compressor: str | None, **kwargs):
+    common = {"codec_width": WIDTH, "iterations": K, "decoded_cache_dir": cache, "cache_workers": 0}
+    if task == "classification":
+        common.update(num_classes=10, arch="resnet18", lr=0.01)
+    else:
+        common.update(num_classes=21, detector_width=0.25, detector_image_size=64, lr=0.01)
+    return CompressedImageRecognition(
+        task=task, train_on=train_on, eval_on=eval_on, init_compressor_from=compressor, **{**common, **kwargs}
+    )
+
+
+def trainer(root, max_epochs: int) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu", max_epochs=max_epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=root, num_sanity_val_steps=0, limit_train_batches=1, limit_val_batches=1,
+        limit_test_batches=1, limit_predict_batches=1,
+        callbacks=[ModelCheckpoint(dirpath=root / "checkpoints", save_top_k=0, save_last=True)],
+    )  # fmt: skip
+
+
+def expected_rates(paths, codec, compressed: bool) -> dict[str, float]:
+    """Bytes per image from len(compress(...)) of each source image, or its file size; source file sizes."""
+    source = [p.stat().st_size for p in paths]
+    if compressed:
+        sent = [len(compress(codec, to_float_chw(load_rgb(p)).unsqueeze(0), K)) for p in paths]
+    else:
+        sent = source
+    return {
+        "bytes_per_image": float(np.mean(sent)),
+        "source_bytes_per_image": float(np.mean(source)),
+        "data_reduction": 1 - sum(sent) / sum(source),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["classification", "detection"])
+@pytest.mark.parametrize("train_on,eval_on", PAPER_REGIMES, ids=[REGIMES[r][0] for r in PAPER_REGIMES])
+def test_each_task_and_regime_fits_validates_tests_and_resumes(task, train_on, eval_on, tmp_path, request):
+    compressor_checkpoint = request.getfixturevalue("compressor_checkpoint")
+    parent = tmp_path / "parent.ckpt"  # a copy that disappears before the resume
+    shutil.copy(compressor_checkpoint, parent)
+    cache = str(tmp_path / "cache")
+    if task == "classification":
+        data = imagenet(request.getfixturevalue("imagenet_root"))
+    else:
+        data = voc(request.getfixturevalue("voc_root"))
+    model = make_module(task, train_on, eval_on, cache, str(parent))
+    first = trainer(tmp_path / "run", max_epochs=1)
+    first.fit(model, datamodule=data)
+    assert first.global_step == 1
+
+    # the compressor is frozen: identical weights and state, eval mode, no gradient, not in the optimiser
+    source = torch.load(compressor_checkpoint, weights_only=True)["state_dict"]
+    for key, value in model.compressor.state_dict().items():
+        torch.testing.assert_close(value, source["codec." + key], rtol=0, atol=0)
+    assert not model.compressor.training and not any(p.requires_grad for p in model.compressor.parameters())
+    optimised = {id(p) for group in first.optimizers[0].param_groups for p in group["params"]}
+    assert not optimised & {id(p) for p in model.compressor.parameters()}
+
+    # bytes: the real per-image stream (or the source file when originals are evaluated) vs the source JPEG
+    compressed = eval_on == "compressed"
+    want = expected_rates(data.val_set.datasets[0].source_paths() if task == "detection" else data.val_set.source_paths(),
+                          model.compressor, compressed)  # fmt: skip
+    metrics = first.callback_metrics
+    for name, value in want.items():
+        assert float(metrics[f"val/{name}"]) == pytest.approx(value, rel=1e-6), name
+    assert (float(metrics["val/data_reduction"]) > 0) == compressed
+    metric = "val/acc_top1" if task == "classification" else "val/map50"
+    assert 0 <= float(metrics[metric]) <= 1
+
+    # resume from the run's own checkpoint, with the parent file gone: the compressor comes from the checkpoint
+    parent.unlink()
+    resumed = make_module(task, train_on, eval_on, cache, str(parent))
+    second = trainer(tmp_path / "run", max_epochs=2)
+    second.fit(resumed, datamodule=data, ckpt_path=str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    assert second.global_step == 2
+    torch.testing.assert_close(resumed.compressor.state_dict(), model.compressor.state_dict(), rtol=0, atol=0)
+    results = second.test(resumed, datamodule=data, verbose=False)[0]
+    assert results["test/bytes_per_image"] == pytest.approx(
+        want["bytes_per_image"] if task == "classification" else results["test/bytes_per_image"]
+    )
+    assert ("test/acc_top1" if task == "classification" else "test/map50") in results
+
+
+def test_decoded_cache_holds_the_real_bitstream_decode_and_is_reused(tmp_path, compressor_checkpoint, imagenet_root):
+    cache = str(tmp_path / "cache")
+    data = imagenet(imagenet_root)
+    model = make_module("classification", "original", "compressed", cache, compressor_checkpoint)
+    fit = trainer(tmp_path / "run", max_epochs=1)
+    fit.validate(model, datamodule=data, verbose=False)
+    (decoded_cache, _), *_ = model.caches()
+    path = data.val_set.source_paths()[3]
+    x = to_float_chw(load_rgb(path)).unsqueeze(0)
+    stream = compress(model.compressor, x, K)
+    expected = (decompress(model.compressor, stream)[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(data.val_set.image_loader(path), expected)
+    assert decoded_cache.record(path).bytes == len(stream)
+    assert decoded_cache.record(path).source_bytes == path.stat().st_size
+    # other weights (the untrained codec before loading) are another cache; the same compressor and k reuse this
+    # one and decode nothing; another k is another cache
+    again = make_module("classification", "original", "compressed", cache, compressor_checkpoint)
+    assert again.caches()[0][0].directory != decoded_cache.directory
+    again.load_compressor(compressor_checkpoint)
+    assert again.caches()[0][0].directory == decoded_cache.directory
+    assert decoded_cache.build(data.val_set.source_paths(), again._rnn_channel()) == 0
+    other_k = make_module("classification", "original", "compressed", cache, compressor_checkpoint, iterations=1)
+    other_k.load_compressor(compressor_checkpoint)
+    assert other_k.caches()[0][0].directory != decoded_cache.directory
+
+
+def test_a_classical_channel_matched_to_the_compressor_bytes(tmp_path, compressor_checkpoint, imagenet_root):
+    cache = str(tmp_path / "cache")
+    data = imagenet(imagenet_root)
+    model = make_module("classification", "original", "compressed", cache, compressor_checkpoint, channel="webp")
+    results = trainer(tmp_path / "run", max_epochs=1).validate(model, datamodule=data, verbose=False)[0]
+    (rnn_cache, _), (webp_cache, _) = model.caches()
+    paths = data.val_set.source_paths()
+    for path in paths:
+        rnn_bytes, webp = rnn_cache.record(path).bytes, webp_cache.record(path)
+        assert webp.bytes <= rnn_bytes or (not webp.fits and webp.quality == 0)
+    sent = [webp_cache.record(p).bytes for p in paths]
+    assert results["val/bytes_per_image"] == pytest.approx(np.mean(sent))
+    assert results["val/over_budget_fraction"] == pytest.approx(np.mean([not webp_cache.record(p).fits for p in paths]))
+
+
+def test_bad_settings_fail_before_any_work(tmp_path, imagenet_root):
+    with pytest.raises(ValueError, match="quality and target_bpp are for classical channels"):
+        CompressedImageRecognition(channel="rnn", quality=50)
+    with pytest.raises(ValueError, match="either quality or target_bpp"):
+        CompressedImageRecognition(channel="jpeg", quality=50, target_bpp=0.5)
+    with pytest.raises(ValueError, match="out of range"):
+        CompressedImageRecognition(channel="jpeg", quality=0)
+    model = make_module("classification", "compressed", "compressed", str(tmp_path), str(tmp_path / "missing.ckpt"))
+    with pytest.raises(FileNotFoundError, match="missing.ckpt.*does not exist"):
+        trainer(tmp_path / "run", max_epochs=1).fit(model, datamodule=imagenet(imagenet_root))
