@@ -7,14 +7,16 @@ images (the mean of per-image values, as in CompressAI's and Kodak-style evaluat
 ``codec``          ``"rnn"`` or the classical codec's name
 ``setting``        ``"it{k}"`` (k iterations), ``"q{quality}"``, or ``"lossless"`` (PNG)
 ``bpp``            bits per pixel of the whole stream/file, header or container included
-``bytes``          mean bytes per image of that stream/file
+``bytes``          mean bytes per image of that stream/file (for the recurrent codec the stream
+                   :func:`coding.rnn_bitstream.compress` writes by default: the smaller payload)
 ``psnr``           dB, ``data_range=1`` (``inf`` for an exact reconstruction)
 ``ms_ssim``        MS-SSIM, ``data_range=1``; see :func:`ms_ssim_scales` for small images
 ``ms_ssim_scales`` fewest scales any image was evaluated with (5 = standard MS-SSIM; 0 = too small, NaN)
 
-Recurrent-codec rows add ``iterations``, ``bpp_payload`` (header excluded), ``bpp_entropy`` /
-``bytes_entropy`` / ``bpp_entropy_payload`` (the same codes entropy coded by :mod:`coding.code_entropy`)
-and ``header_bytes``. Classical rows add ``quality`` (``None`` for PNG).
+Recurrent-codec rows add ``iterations``, ``bpp_payload`` (header excluded), ``bytes_packed`` /
+``bpp_packed`` (the stream with bit-packed codes), ``bytes_entropy`` / ``bpp_entropy`` (entropy coded by
+:mod:`coding.code_entropy`) and ``header_bytes``; every size from
+:func:`coding.rnn_bitstream.stream_bytes_per_image`. Classical rows add ``quality`` (``None`` for PNG).
 
 Distortion is measured against the images as given (float in [0, 1]); classical codecs encode them
 rounded to 8 bits, so pass 8-bit images (e.g. decoded from files) for an exact like-for-like comparison.
@@ -28,7 +30,7 @@ from torch import Tensor
 
 from coding import image_codecs
 from coding.image_quality import ms_ssim, ms_ssim_scales, psnr
-from coding.rnn_bitstream import compress_codes, decompress_all_iterations, parse_header
+from coding.rnn_bitstream import HEADER_SIZE, compress_codes, decompress_all_iterations, stream_bytes_per_image
 from models.rnn_codec import RNNCodec
 
 
@@ -51,10 +53,9 @@ def _mean(values: list[float]) -> float:
 def rnn_codec_points(codec: RNNCodec, images: Sequence[Tensor], iterations: int) -> list[dict]:
     """One row per iteration k = 1..T (keys in the module docstring).
 
-    Each image is encoded once for T iterations; the stream of the first k iterations is written with
-    :func:`coding.rnn_bitstream.compress_codes` (the codes are causal, so that stream is exactly what
-    ``compress(codec, image, k)`` writes), measured, and the distortion after k iterations is taken from
-    decoding the T-iteration stream.
+    Each image is encoded once for T iterations; the sizes of its streams of the first k iterations come
+    from :func:`coding.rnn_bitstream.stream_bytes_per_image` (exactly what ``compress(codec, image, k)``
+    writes), and the distortion after k iterations from decoding the T-iteration stream.
     """
     _check_images(images)
     if iterations < 1:
@@ -67,20 +68,22 @@ def rnn_codec_points(codec: RNNCodec, images: Sequence[Tensor], iterations: int)
         pixels = size[0] * size[1]
         codes = codec.encode(x, iterations)
         x_hats = decompress_all_iterations(codec, compress_codes(codec, codes, size)).cpu()
+        sizes = {coding: stream_bytes_per_image(codes, coding)[:, 0].tolist() for coding in ("packed", "entropy")}
         rows = []
         for k in range(1, iterations + 1):
-            packed = parse_header(compress_codes(codec, codes[:k], size, entropy_coding=False))
-            coded = parse_header(compress_codes(codec, codes[:k], size, entropy_coding=True))
+            packed, entropy = sizes["packed"][k - 1], sizes["entropy"][k - 1]
+            smallest = min(packed, entropy)
             value, scales = float(ms_ssim(x_hats[k - 1], image.cpu()[None])[0]), ms_ssim_scales(*image.shape[-2:])
             rows.append(
                 {
-                    "bpp": packed.total_bytes * 8 / pixels,
-                    "bpp_payload": packed.payload_bytes * 8 / pixels,
-                    "bytes": packed.total_bytes,
-                    "bpp_entropy": coded.total_bytes * 8 / pixels,
-                    "bpp_entropy_payload": coded.payload_bytes * 8 / pixels,
-                    "bytes_entropy": coded.total_bytes,
-                    "header_bytes": packed.header_bytes,
+                    "bpp": smallest * 8 / pixels,
+                    "bpp_payload": (smallest - HEADER_SIZE) * 8 / pixels,
+                    "bytes": smallest,
+                    "bpp_packed": packed * 8 / pixels,
+                    "bytes_packed": packed,
+                    "bpp_entropy": entropy * 8 / pixels,
+                    "bytes_entropy": entropy,
+                    "header_bytes": HEADER_SIZE,
                     "psnr": float(psnr(x_hats[k - 1], image.cpu()[None])[0]),
                     "ms_ssim": value,
                     "ms_ssim_scales": scales,

@@ -11,8 +11,10 @@ from coding.code_entropy import (
     decode_codes,
     empirical_entropy_bits,
     encode_codes,
+    iteration_chunks,
     quantise_probabilities,
     side_info_bytes,
+    split_chunks,
 )
 
 RANS_FLUSH_BYTES = 8  # rANS64 writes its final 64-bit state
@@ -50,13 +52,18 @@ def test_round_trip_per_channel_biases():
     assert torch.equal(decode_codes(encode_codes(codes), codes.shape), codes)
 
 
-def test_side_info_holds_quantised_probabilities():
+def test_side_info_holds_quantised_probabilities_per_iteration():
     codes = -torch.ones(2, 1, 3, 4, 4)
     codes[0, :, 1] = 1  # channel 1 of iteration 0 all +1
     codes[1, :, 2, :2] = 1  # half of channel 2 of iteration 1
-    q = quantise_probabilities((codes.numpy() > 0).astype(np.uint8))
-    assert q.tolist() == [[1, 255, 1], [1, 1, 128]]
-    assert encode_codes(codes)[:6] == bytes([1, 255, 1, 1, 1, 128])
+    bits = (codes.numpy() > 0).astype(np.uint8)
+    assert [quantise_probabilities(bits[t]).tolist() for t in range(2)] == [[1, 255, 1], [1, 1, 128]]
+    first, second = iteration_chunks(codes)
+    data = encode_codes(codes)
+    assert data == first + second
+    # chunk = 3 probabilities, the rANS length, the rANS bytes
+    assert first[:3] == bytes([1, 255, 1]) and second[:3] == bytes([1, 1, 128])
+    assert int.from_bytes(first[3:7], "little") == len(first) - side_info_bytes(3)
 
 
 def test_biased_codes_compress_near_entropy():
@@ -65,10 +72,10 @@ def test_biased_codes_compress_near_entropy():
     data = encode_codes(codes)
     raw = len(pack_signs(codes))
     bound_bytes = empirical_entropy_bits(codes) / 8
-    side = side_info_bytes(2, 32)
+    side = 2 * side_info_bytes(32)
     print(f"P(+1)=0.95: raw {raw} B, entropy coded {len(data)} B (side info {side} B), bound {bound_bytes:.0f} B")
     assert len(data) < 0.45 * raw
-    assert len(data) <= 1.03 * bound_bytes + side + RANS_FLUSH_BYTES
+    assert len(data) <= 1.03 * bound_bytes + side + 2 * RANS_FLUSH_BYTES
 
 
 def test_uniform_codes_cost_little_more_than_raw():
@@ -77,7 +84,7 @@ def test_uniform_codes_cost_little_more_than_raw():
     data = encode_codes(codes)
     raw = len(pack_signs(codes))
     print(f"P(+1)=0.5: raw {raw} B, entropy coded {len(data)} B")
-    assert len(data) <= 1.01 * raw + side_info_bytes(2, 32) + RANS_FLUSH_BYTES
+    assert len(data) <= 1.01 * raw + 2 * (side_info_bytes(32) + RANS_FLUSH_BYTES)
 
 
 def test_entropy_bound_known_value():
@@ -95,9 +102,59 @@ def test_errors_name_the_problem():
         decode_codes(data[:3], codes.shape)
     with pytest.raises(ValueError, match="trailing"):
         decode_codes(data + b"\0\0\0\0", codes.shape)
-    with pytest.raises(ValueError, match="probability is 0"):
+    with pytest.raises(ValueError, match="probability of iteration 1 is 0"):
         decode_codes(b"\0" + data[1:], codes.shape)
     with pytest.raises(ValueError, match=r"\(T, B, C, h, w\)"):
         encode_codes(codes[0])
     with pytest.raises(ValueError, match=r"\+1 or -1"):
         encode_codes(codes * 0.5)
+
+
+def test_the_first_k_chunks_decode_on_their_own():
+    codes = biased_codes((4, 2, 8, 3, 5), 0.2, seed=3)
+    chunks = iteration_chunks(codes)
+    for k in range(1, 5):
+        assert torch.equal(decode_codes(b"".join(chunks[:k]), (k, 2, 8, 3, 5)), codes[:k])
+
+
+def test_a_shape_the_payload_cannot_hold_is_refused_before_decoding():
+    codes = biased_codes((1, 1, 8, 4, 4), 0.5, seed=4)
+    data = encode_codes(codes)
+    for shape in [(1, 1, 8, 4, 40), (1, 65535, 8, 4096, 4096)]:  # the second would need ~8 TB of symbols
+        with pytest.raises(ValueError, match="cannot hold"):
+            split_chunks(data, shape)
+    with pytest.raises(ValueError, match="truncated"):
+        split_chunks(data, (2, 1, 8, 4, 4))
+
+
+def test_constant_codes_are_not_refused_by_the_capacity_bound():
+    # constant codes are the tightest case of the bound: every symbol at the minimum cost of its channel
+    for p_plus in (0.0, 1.0):
+        codes = biased_codes((2, 1, 32, 64, 64), p_plus)
+        data = encode_codes(codes)
+        assert len(data) < 300
+        assert torch.equal(decode_codes(data, codes.shape), codes)
+
+
+def test_corrupt_rans_bytes_decode_to_codes_or_are_refused():
+    """Every single-bit flip of the rANS bytes raises ValueError or decodes to ±1 codes of the shape whose
+    coding is exactly the flipped bytes (another valid chunk: only the container's CRC can tell)."""
+    codes = biased_codes((1, 1, 8, 6, 6), 0.3, seed=5)
+    data = bytearray(encode_codes(codes))
+    side = side_info_bytes(8)
+    outcomes = {"refused": 0, "other valid chunk": 0}
+    for position in range(side, len(data)):
+        for bit in range(8):
+            data[position] ^= 1 << bit
+            try:
+                back = decode_codes(bytes(data), codes.shape)
+            except ValueError:
+                outcomes["refused"] += 1
+            else:
+                assert back.shape == codes.shape and set(back.unique().tolist()) <= {-1.0, 1.0}
+                assert not torch.equal(back, codes)
+                outcomes["other valid chunk"] += 1
+            data[position] ^= 1 << bit
+    print(outcomes)
+    assert sum(outcomes.values()) == 8 * (len(data) - side)
+    assert outcomes["refused"] > 0.8 * sum(outcomes.values())

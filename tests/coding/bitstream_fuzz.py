@@ -1,0 +1,188 @@
+"""Fuzzing of the recurrent codec's bitstream reader, run as a script in its own process (a crash of the
+process — a segfault in a decoder — then fails the calling test instead of killing pytest).
+
+    python tests/coding/bitstream_fuzz.py [--examples N]
+
+For a bit-packed and an entropy-coded stream of the same images it decodes:
+
+* ``header_flip``: every single bit of the header flipped (a transmission error): the right image or
+  ``ValueError`` (in practice always the error: the header has its own CRC);
+* ``forged_field``: every bit of every size/flag field flipped *and both CRCs recomputed* (a forger):
+  ``ValueError``, or an image of exactly the shape the forged header claims, in [0, 1];
+* ``payload`` (hypothesis): random edits of the payload — bit flips, byte overwrites, truncation,
+  insertion, deletion — with the payload CRC kept (transmission error: the right image or
+  ``ValueError``) or recomputed (forger: ``ValueError`` or an image of the claimed shape);
+* ``forged_header`` (hypothesis): random B, H, W, T, bits and flags with valid CRCs over the real payload.
+
+Prints one JSON line: cases tried and outcomes per mode and kind, the peak resident memory; exits 1
+on a case that broke the property (printed), 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import struct
+import sys
+import zlib
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from coding import rnn_bitstream as rb  # noqa: E402
+from models.rnn_codec import RNNCodec  # noqa: E402
+
+FIELDS = struct.Struct("<4sBBHHHHH4sI")
+NAMES = ("magic", "version", "flags", "batch", "height", "width", "iterations", "bits", "fingerprint", "crc")
+SIZE_FIELDS = ("flags", "batch", "height", "width", "iterations", "bits")
+OUTCOME_WORDS = (
+    "header CRC", "payload CRC", "magic", "version", "flags", "positive", "probability", "truncated", "trailing",
+    "cannot hold", "need", "unexpected symbols", "corrupt", "multiple of 4", "bits=", "configuration", "max_pixels",
+)  # fmt: skip
+
+
+class PropertyBroken(Exception):
+    pass
+
+
+def forge(data: bytes, payload: bytes | None = None, **fields) -> bytes:
+    """Header fields replaced, optionally another payload, both CRCs valid again."""
+    values = dict(zip(NAMES, FIELDS.unpack_from(data), strict=True))
+    payload = data[rb.HEADER_SIZE :] if payload is None else payload
+    values.update(fields, crc=zlib.crc32(payload))
+    head = FIELDS.pack(*values.values())
+    return head + struct.pack("<I", zlib.crc32(head)) + payload
+
+
+def with_payload(data: bytes, payload: bytes) -> bytes:
+    """Another payload under the unchanged header (payload CRC now wrong unless the payload is unchanged)."""
+    return data[: rb.HEADER_SIZE] + payload
+
+
+class Fuzzer:
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        self.codec = RNNCodec(width=0.0625, bits=8).eval()
+        x = torch.rand(2, 3, 37, 21, generator=torch.Generator().manual_seed(0))
+        self.streams = {coding: rb.compress(self.codec, x, 3, coding=coding) for coding in ("packed", "entropy")}
+        self.expected = {coding: rb.decompress(self.codec, data) for coding, data in self.streams.items()}
+        self.outcomes: dict[str, Counter] = {}
+
+    def check(self, kind: str, coding: str, data: bytes, forged: bool) -> None:
+        """Decode ``data``; record the outcome; raise PropertyBroken if it breaks the property."""
+        counter = self.outcomes.setdefault(f"{coding}/{kind}", Counter())
+        try:
+            image = rb.decompress(self.codec, data)
+        except ValueError as error:
+            message = str(error)
+            word = next((w for w in OUTCOME_WORDS if w in message), "other")
+            counter[f"ValueError: {word}"] += 1
+            return
+        except Exception as error:  # anything else (MemoryError, RuntimeError, ...) breaks the property
+            raise PropertyBroken(f"{coding}/{kind}: {type(error).__name__}: {error}; stream {data.hex()}") from error
+        expected = self.expected[coding]
+        if image.shape == expected.shape and torch.equal(image, expected):
+            counter["right image"] += 1
+            return
+        if not forged:
+            raise PropertyBroken(f"{coding}/{kind}: a wrong image without error; stream {data.hex()}")
+        info = rb.parse_header(data)
+        claimed = (info.batch, 3, info.height, info.width)
+        if tuple(image.shape) != claimed or not bool(((image >= 0) & (image <= 1)).all()):
+            raise PropertyBroken(f"{coding}/{kind}: image {tuple(image.shape)} for a header claiming {claimed}")
+        counter["image of the forged header's shape"] += 1
+
+    def header_flips(self) -> None:
+        for coding, data in self.streams.items():
+            for bit in range(rb.HEADER_SIZE * 8):
+                flipped = bytearray(data)
+                flipped[bit // 8] ^= 1 << (bit % 8)
+                self.check("header_flip", coding, bytes(flipped), forged=False)
+
+    def forged_fields(self) -> None:
+        for coding, data in self.streams.items():
+            values = dict(zip(NAMES, FIELDS.unpack_from(data), strict=True))
+            for name in SIZE_FIELDS:
+                for bit in range(8 if name == "flags" else 16):
+                    self.check("forged_field", coding, forge(data, **{name: values[name] ^ (1 << bit)}), forged=True)
+
+    def hypothesis_cases(self, examples: int) -> None:
+        edit = st.tuples(
+            st.sampled_from(["flip", "set", "truncate", "insert", "delete"]),
+            st.integers(0, 10_000),
+            st.integers(0, 255),
+        )
+        common = settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+
+        @common
+        @given(coding=st.sampled_from(["packed", "entropy"]), edits=st.lists(edit, min_size=1, max_size=4),
+               recompute_crc=st.booleans())  # fmt: skip
+        def payload_edits(coding, edits, recompute_crc):
+            data = self.streams[coding]
+            payload = bytearray(data[rb.HEADER_SIZE :])
+            for op, position, value in edits:
+                i = position % (len(payload) + 1)
+                if op == "flip" and i < len(payload):
+                    payload[i] ^= 1 << (value % 8)
+                elif op == "set" and i < len(payload):
+                    payload[i] = value
+                elif op == "truncate":
+                    del payload[i:]
+                elif op == "insert":
+                    payload[i:i] = bytes([value]) * (1 + value % 9)
+                elif op == "delete" and i < len(payload):
+                    del payload[i : i + 1 + value % 9]
+            stream = forge(data, bytes(payload)) if recompute_crc else with_payload(data, bytes(payload))
+            self.check("payload_forged" if recompute_crc else "payload", coding, stream, forged=recompute_crc)
+
+        size = st.one_of(st.integers(1, 80), st.integers(1, 0xFFFF))
+
+        @common
+        @given(coding=st.sampled_from(["packed", "entropy"]), batch=size, height=size, width=size,
+               iterations=size, bits=st.sampled_from([8, 8, 8, 1, 32, 0xFFFF]), flags=st.sampled_from([0, 1]))  # fmt: skip
+        def forged_headers(coding, batch, height, width, iterations, bits, flags):
+            stream = forge(self.streams[coding], batch=batch, height=height, width=width, iterations=iterations,
+                           bits=bits, flags=flags)  # fmt: skip
+            self.check("forged_header", coding, stream, forged=True)
+
+        payload_edits()
+        forged_headers()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", type=int, default=150, help="hypothesis examples per property")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    fuzzer = Fuzzer()
+    status = 0
+    try:
+        fuzzer.header_flips()
+        fuzzer.forged_fields()
+        fuzzer.hypothesis_cases(args.examples)
+    except PropertyBroken as error:
+        print(f"PROPERTY BROKEN: {error}", file=sys.stderr)
+        status = 1
+    report = {
+        "cases": sum(sum(c.values()) for c in fuzzer.outcomes.values()),
+        "outcomes": {kind: dict(sorted(c.items())) for kind, c in sorted(fuzzer.outcomes.items())},
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    print(json.dumps(report))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
