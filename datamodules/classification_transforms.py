@@ -8,21 +8,18 @@ Choices (the papers are silent; these are the field's defaults):
 - training: ``RandomResizedCrop(scale=(0.08, 1))`` + horizontal flip, as in torchvision's ImageNet recipe;
 - evaluation: resize the shorter side to ``image_size / 0.875`` (256 for 224) then centre crop;
 - patches (recurrent compressor, Toderici et al. 2017): random ``patch_size`` crops (32×32) of the
-  unresized image, reflect-padded when the image is smaller.
+  unresized image, reflect-padded when the image is smaller — the one patch pipeline, used by the
+  compressor DataModules and by ImageNet's ``mode="patches"``.
+
+The pipelines draw from their own random state; the DataModules' loaders seed it for every sample from
+(seed, epoch, index) (``datamodules.seeding``), in the main process as in any worker.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
-from typing import Any
-
 import albumentations as A
 import cv2
-import numpy as np
-import torch
 from albumentations.pytorch import ToTensorV2
-from torch.utils.data import ConcatDataset, Dataset, Subset, get_worker_info
 
 EVAL_CROP_FRACTION = 0.875
 
@@ -84,32 +81,3 @@ def cifar_eval_transform(image_size: int = 32) -> A.Compose:
     """CIFAR-10 evaluation: the image as it is (resized only when ``image_size`` is not 32)."""
     ops: list[A.BasicTransform] = [] if image_size == 32 else [A.Resize(image_size, image_size)]
     return A.Compose([*ops, *_to_unit_tensor()])
-
-
-def _datasets_in(dataset: Dataset) -> Iterator[Dataset]:
-    yield dataset
-    if isinstance(dataset, Subset):
-        yield from _datasets_in(dataset.dataset)
-    if isinstance(dataset, ConcatDataset):
-        for part in dataset.datasets:
-            yield from _datasets_in(part)
-
-
-def reseed_transforms_in_worker(worker_id: int) -> None:
-    """``worker_init_fn`` giving each DataLoader worker its own augmentation random state.
-
-    Albumentations keeps a random state per ``Compose``, independent of the global seeds, and forked
-    workers inherit identical copies of it, so without this every worker would draw the same crops.
-    The seed is torch's per-worker seed (base seed + worker id, new every epoch and reproducible
-    under ``seed_everything``).
-    """
-    info = get_worker_info()
-    seed = int(info.seed % 2**32) if info is not None else int(torch.initial_seed() % 2**32)
-    random.seed(seed)
-    np.random.seed(seed)
-    if info is None:
-        return
-    for dataset in _datasets_in(info.dataset):
-        transform: Any = getattr(dataset, "transform", None)
-        if hasattr(transform, "set_random_seed"):
-            transform.set_random_seed(seed)

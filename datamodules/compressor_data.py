@@ -5,11 +5,15 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.loaders import seeded_loader
+
 
 class CompressorDataModule(L.LightningDataModule):
     """Base class: subclasses set ``self.train_set`` and ``self.val_set`` in ``setup``.
 
-    Validation, test and predict code one whole image at a time (sizes differ between images).
+    Validation, test and predict code one whole image at a time (sizes differ between images). Loaders
+    follow the one recipe of every DataModule (:func:`datamodules.loaders.seeded_loader`): patches are
+    drawn per (seed, epoch, index), and a fit resumes exactly, also mid-epoch and with workers.
     """
 
     batch_size: int
@@ -18,13 +22,8 @@ class CompressorDataModule(L.LightningDataModule):
     val_set: Dataset
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=shuffle,
+        return seeded_loader(
+            dataset, train=shuffle, batch_size=batch_size, num_workers=self.num_workers, pin_memory=False
         )
 
     def train_dataloader(self) -> DataLoader:

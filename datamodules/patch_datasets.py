@@ -14,8 +14,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from datamodules.classification_transforms import patch_transform
 from datamodules.image_io import load_rgb
-from datamodules.patch_transforms import SeededTransform, random_patch_pipeline, to_unit_tensor
+from datamodules.patch_transforms import to_unit_tensor
 
 ImageSource = str | Path | np.ndarray
 
@@ -31,8 +32,10 @@ def source_name(source: ImageSource, index: int) -> str:
 class RandomPatchDataset(Dataset):
     """``patches_per_image`` random ``patch_size``² crops (with h-flip) per source image and epoch.
 
-    Item ``i`` is a crop of image ``i % len(sources)``; where the crop falls is drawn per sample (see
-    :class:`datamodules.patch_transforms.SeededTransform`). Returns float32 (3, p, p) in [0, 1].
+    Item ``i`` is a crop of image ``i % len(sources)`` by ``transform``, the one patch pipeline
+    (:func:`datamodules.classification_transforms.patch_transform`, also ImageNet's ``mode="patches"``);
+    its loaders seed it per (seed, epoch, index) (``datamodules.seeding``). Returns float32 (3, p, p) in
+    [0, 1].
     """
 
     def __init__(self, sources: Sequence[ImageSource], patch_size: int = 32, patches_per_image: int = 1) -> None:
@@ -40,13 +43,13 @@ class RandomPatchDataset(Dataset):
             raise ValueError("RandomPatchDataset needs at least one image")
         self.sources = list(sources)
         self.patches_per_image = patches_per_image
-        self.transform = SeededTransform(random_patch_pipeline(patch_size))
+        self.transform = patch_transform(patch_size)
 
     def __len__(self) -> int:
         return len(self.sources) * self.patches_per_image
 
     def __getitem__(self, index: int) -> Tensor:
-        return self.transform(read_source(self.sources[index % len(self.sources)]))
+        return self.transform(image=read_source(self.sources[index % len(self.sources)]))["image"]
 
 
 def fit_for_codec(image: np.ndarray, max_side: int | None, multiple: int = 16) -> np.ndarray:

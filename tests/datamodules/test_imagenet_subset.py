@@ -151,16 +151,15 @@ def test_unreadable_image_names_the_file(ilsvrc_root: Path, tmp_path: Path) -> N
 
 
 def test_each_worker_draws_its_own_augmentations(ilsvrc_root: Path) -> None:
-    # the same image four times; without reseeding, forked workers would copy one random state and the
-    # first crop of worker 0 (item 0) would equal the first crop of worker 1 (item 1)
-    from torch.utils.data import DataLoader
-
-    from datamodules.classification_transforms import reseed_transforms_in_worker, train_transform
+    # the same image four times; without per-sample seeds, forked workers would copy one random state and
+    # the first crop of worker 0 (item 0) would equal the first crop of worker 1 (item 1)
+    from datamodules.classification_transforms import train_transform
     from datamodules.imagenet_subset import ImageNetSubsetDataset, Sample
+    from datamodules.loaders import seeded_loader
 
     path = sorted((ilsvrc_root / "train" / "n01514668").iterdir())[0]
     dataset = ImageNetSubsetDataset([Sample(path, 0)] * 4, train_transform(32), ["bird"])
-    loader = DataLoader(dataset, batch_size=1, num_workers=2, worker_init_fn=reseed_transforms_in_worker)
+    loader = seeded_loader(dataset, train=False, batch_size=1, num_workers=2, pin_memory=False)
     first, second = [batch[0] for batch, _ in zip(loader, range(2), strict=False)]
     assert not torch.equal(first, second)
 
