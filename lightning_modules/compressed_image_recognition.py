@@ -45,6 +45,7 @@ quality.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -434,6 +435,42 @@ class CompressedImageRecognition(L.LightningModule):
         if self.classical is None or not self.classical.needs_budget or self._images_for(stage) == "original":
             rates.pop("over_budget_fraction")
         self.log_dict({f"{stage}/{name}": float(value) for name, value in rates.items()})
+
+    def run_summary(self, stage: str) -> dict[str, Any]:
+        """What a report needs of a finished evaluation: the setting, and the ``{stage}/…`` metrics."""
+        hp = self.hparams
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
+        return {
+            "task": hp.task,
+            "regime": self.regime,
+            "paper_regime": self.paper_regime,
+            "train_on": hp.train_on,
+            "eval_on": hp.eval_on,
+            "channel": hp.channel,
+            "iterations": hp.iterations,
+            "quality": hp.quality,
+            "target_bpp": hp.target_bpp,
+            "stream_coding": hp.stream_coding,
+            "arch": hp.arch if hp.task == "classification" else "ssdlite_mobilenet_v2",
+            "epoch": self.current_epoch,
+            "global_step": self.global_step,
+            "metrics": metrics,
+        }
+
+    def _write_summary(self, stage: str) -> None:
+        """``<run directory>/results/{stage}.json`` (rank 0), read by ``benchmarks/decoded_recognition_report.py``."""
+        trainer = self.trainer
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        path = Path(trainer.default_root_dir) / "results" / f"{stage}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.run_summary(stage), indent=2, ensure_ascii=False))
+
+    def on_validation_end(self) -> None:
+        self._write_summary("val")
+
+    def on_test_end(self) -> None:
+        self._write_summary("test")
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")
