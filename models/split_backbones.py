@@ -232,10 +232,15 @@ def split_ssd224(
     weights: str | None = None,
     width: float = 1.0,
     image_size: int = 224,
+    mobilenet_server_end: int = MOBILENET_SSD_END,
     **ssd_kwargs,
 ) -> SSD:
     """SSD224 over the split trunk (wiring in the module docstring); a torchvision ``SSD`` whose
-    ``backbone.trunk`` is a :class:`SplitSSDTrunk`. ``ssd_kwargs`` go to ``SSD`` (post-processing)."""
+    ``backbone.trunk`` is a :class:`SplitSSDTrunk`. ``mobilenet_server_end``: MobileNetV2's server blocks
+    before conv5_1 are ``features[7:mobilenet_server_end]`` (15: to 160×7×7; 14: to 96×14×14).
+    ``ssd_kwargs`` go to ``SSD`` (post-processing)."""
+    if not SPLIT_INDEX["mobilenet_v2"] < mobilenet_server_end <= 18:
+        raise ValueError(f"mobilenet_server_end must be in 8..18, got {mobilenet_server_end}")
     net = load_imagenet_classifier(trunk, weights, width)
     split = SPLIT_INDEX[trunk]
     edge = net.features[:split]
@@ -245,7 +250,7 @@ def split_ssd224(
         extras = [_scaled(c, width) for c in (512, 256, 256, 256)]
     else:
         split_channels = net.features[split - 1].out_channels
-        blocks = net.features[split:MOBILENET_SSD_END]
+        blocks = net.features[split:mobilenet_server_end]
         server = nn.Sequential(
             blocks, ssd_fc_layers(blocks[-1].out_channels, _scaled(512, width), _scaled(1024, width))
         )
