@@ -132,7 +132,9 @@ class CompressedImageRecognition(L.LightningModule):
     ``{val,test}/acc_top5`` (micro-averaged: the fraction of images); detection: ``train/bbox_regression``,
     ``train/classification``, ``{val,test}/map50`` (VOC07 11-point) and ``map50_area`` (the per-class
     table at test); both: ``{val,test}/bytes_per_image``, ``source_bytes_per_image``,
-    ``data_reduction``, ``bpp`` (+ ``over_budget_fraction`` for classical channels matched to bytes).
+    ``data_reduction``, ``bpp`` (+ ``over_budget_fraction`` for classical channels matched to bytes). At the
+    end of each validation and test, the setting and these metrics go to ``<run dir>/results/{val,test}.json``
+    (what ``benchmarks/decoded_recognition_report.py`` reads).
 
     Args:
         task: ``classification`` (torchvision classifier, ``arch``) or ``detection`` (MobileNetV2-SSDLite
@@ -251,6 +253,7 @@ class CompressedImageRecognition(L.LightningModule):
             )
             self.map = nn.ModuleDict({s: VOCMeanAveragePrecision() for s in ("val", "test")})
         self.rates: dict[str, dict[str, float]] = {}
+        self._loaded_progress: dict[str, int | None] = {}
         self._prepared: dict[str, str] = {}
 
     # ------------------------------------------------------------------------ frozen compressor
@@ -268,6 +271,7 @@ class CompressedImageRecognition(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The compressor comes from this run's own checkpoint (never from ``init_compressor_from`` again);
         loaded here, before Lightning loads the rest, so evaluation decodes with exactly these weights."""
+        self._loaded_progress = {"epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")}
         state = checkpoint.get("state_dict", {})
         own = {k[len(COMPRESSOR_PREFIX) :]: v for k, v in state.items() if k.startswith(COMPRESSOR_PREFIX)}
         if own:
@@ -440,6 +444,7 @@ class CompressedImageRecognition(L.LightningModule):
         """What a report needs of a finished evaluation: the setting, and the ``{stage}/…`` metrics."""
         hp = self.hparams
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
+        fitting = self.trainer.state.fn == TrainerFn.FITTING
         return {
             "task": hp.task,
             "regime": self.regime,
@@ -452,8 +457,9 @@ class CompressedImageRecognition(L.LightningModule):
             "target_bpp": hp.target_bpp,
             "stream_coding": hp.stream_coding,
             "arch": hp.arch if hp.task == "classification" else "ssdlite_mobilenet_v2",
-            "epoch": self.current_epoch,
-            "global_step": self.global_step,
+            "epoch": self.current_epoch if fitting else self._loaded_progress.get("epoch"),
+            "global_step": self.global_step if fitting else self._loaded_progress.get("global_step"),
+            "checkpoint": None if fitting or self.trainer.ckpt_path is None else str(self.trainer.ckpt_path),
             "metrics": metrics,
         }
 
