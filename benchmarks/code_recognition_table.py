@@ -92,8 +92,9 @@ def build_models(args: argparse.Namespace, iterations: int, trained: dict) -> di
 @torch.inference_mode()
 def accuracy(model: CodeRecognitionNet, loader, num_classes: int, device: torch.device, progress: Progress) -> dict:
     model.eval().to(device)
-    top1 = MulticlassAccuracy(num_classes, top_k=1).to(device)
-    top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes)).to(device)
+    """Plain (micro-averaged) top-1 / top-5 accuracy in % over every image of ``loader``."""
+    top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro").to(device)
+    top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro").to(device)
     task = progress.add_task(f"accuracy {model.variant}", total=len(loader))
     for images, labels in loader:
         logits = model(images.to(device))

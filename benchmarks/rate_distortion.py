@@ -3,7 +3,8 @@
     python -m benchmarks.rate_distortion --checkpoint runs/rnn_compressor_demo/demo/checkpoints/last.ckpt
 
 Codes the held-out photos (by default those the demo validates on) at iterations 1..T with the real
-bitstream, then, for each iteration's bpp, each classical codec at the quality whose bpp is nearest.
+bitstream (the smaller of its bit-packed and entropy-coded payloads, both sizes shown), then, for each
+iteration's bpp, each classical codec at the quality whose bpp is nearest.
 Prints a table and writes ``rate_distortion.{json,csv,png}`` into ``--out``.
 """
 
@@ -43,11 +44,13 @@ def rate_distortion_table(
 
 def print_table(rows: list[dict], console: Console) -> None:
     table = Table(title="rate–distortion on the held-out photos (bpp from real bytes, header included)")
-    for column in ("codec", "setting", "bpp", "bytes", "PSNR [dB]", "MS-SSIM", "matched to"):
+    columns = ("codec", "setting", "bpp", "bytes", "packed / entropy coded", "PSNR [dB]", "MS-SSIM", "matched to")
+    for column in columns:
         table.add_column(column, justify="right" if column not in ("codec", "setting") else "left")
     for r in rows:
+        both = f"{r['bytes_packed']:.0f} / {r['bytes_entropy']:.0f}" if "bytes_packed" in r else ""
         table.add_row(
-            r["codec"], r["setting"], f"{r['bpp']:.3f}", f"{r['bytes']:.0f}", f"{r['psnr']:.2f}",
+            r["codec"], r["setting"], f"{r['bpp']:.3f}", f"{r['bytes']:.0f}", both, f"{r['psnr']:.2f}",
             f"{r['ms_ssim']:.4f}", r.get("matched_to", ""),
         )  # fmt: skip
     console.print(table)

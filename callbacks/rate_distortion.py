@@ -1,5 +1,9 @@
 """Rate–distortion curve of a compressor after each validation: PNG + JSON in the run directory and a
-W&B image and table when a W&B logger is attached."""
+W&B image and table when a W&B logger is attached.
+
+The rates are the module's logged ``{stage}/bpp_it{k}``: for ``RNNCompressor`` the mean over images of
+each image's real stream of its first k iterations (:func:`coding.rnn_bitstream.stream_bytes_per_image`),
+not a formula."""
 
 from __future__ import annotations
 

@@ -29,9 +29,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.models import ResNet18_Weights
 
-from coding.bitpacking import pack_signs
 from coding.image_quality import psnr
-from coding.rnn_bitstream import HEADER_SIZE
+from coding.rnn_bitstream import HEADER_SIZE, stream_bytes_per_image
 from lightning_modules.checkpoint_init import InitReport, init_weights_from
 from models.code_adapter import Upsample
 from models.code_classifier import CodeRecognitionNet, Variant
@@ -39,20 +38,15 @@ from models.latency import measure_ms_per_image
 from models.rnn_codec import CellType, Reconstruction
 
 
-def stream_bytes_per_image(codes: Tensor) -> list[int]:
-    """Bytes of each image's bitstream (``coding.rnn_bitstream`` format: 24-byte header + bit-packed
-    codes) for codes (T, B, bits, h, w); the codes are packed for real, not counted."""
-    signs = torch.where(codes >= 0, 1.0, -1.0)
-    return [HEADER_SIZE + len(pack_signs(signs[:, i])) for i in range(signs.shape[1])]
-
-
 class CodeRecognition(L.LightningModule):
     """Compressor + recogniser trained end to end: cross-entropy, straight-through through the binarizer.
 
     Logged: ``train/loss`` (and ``train/ce``, ``train/reconstruction`` for the conventional variant),
-    ``val/loss``, ``val/acc_top1``, ``val/acc_top5``, ``val/bpp`` (real stream bytes × 8 / pixels,
-    header included, as ``RNNCompressor`` logs it), ``val/payload_bpp`` (codes only: k·bits/256 for sides
-    that are multiples of 16), ``val/bytes_per_image``, ``val/psnr`` (conventional), the same under
+    ``val/loss``, ``val/acc_top1``, ``val/acc_top5`` (plain top-k accuracy over all images: micro
+    averaged, not a mean over classes), ``val/bytes_per_image`` (each image's own stream of its k
+    iterations' codes, header included, from :func:`coding.rnn_bitstream.stream_bytes_per_image` as
+    ``RNNCompressor`` logs it), ``val/bpp`` (those bytes × 8 / pixels), ``val/payload_bpp`` (header
+    excluded), ``val/psnr`` (conventional), the same under
     ``test/``, and ``test/ms_per_image`` (batch 1, median, on the Trainer's device, at the test images'
     size) with ``test/params_edge``, ``test/params_server``, ``test/params_total`` and the
     multiply–accumulates of one image, ``test/gmacs_edge``, ``test/gmacs_server``, ``test/gmacs_total``.
@@ -139,8 +133,12 @@ class CodeRecognition(L.LightningModule):
             trunk_weights=ResNet18_Weights.IMAGENET1K_V1 if pretrained_trunk else None,
         )
         top5 = min(5, num_classes)
-        self.acc_top1 = nn.ModuleDict({s: MulticlassAccuracy(num_classes, top_k=1) for s in ("val", "test")})
-        self.acc_top5 = nn.ModuleDict({s: MulticlassAccuracy(num_classes, top_k=top5) for s in ("val", "test")})
+        self.acc_top1 = nn.ModuleDict(
+            {s: MulticlassAccuracy(num_classes, top_k=1, average="micro") for s in ("val", "test")}
+        )
+        self.acc_top5 = nn.ModuleDict(
+            {s: MulticlassAccuracy(num_classes, top_k=top5, average="micro") for s in ("val", "test")}
+        )
         self.bytes_per_image = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.pixels_per_image = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.payload_bpp = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
@@ -220,11 +218,11 @@ class CodeRecognition(L.LightningModule):
         self.log(f"{stage}/loss", F.cross_entropy(out["logits"], labels), batch_size=n, sync_dist=True)
         self.acc_top1[stage].update(out["logits"], labels)
         self.acc_top5[stage].update(out["logits"], labels)
-        for size in stream_bytes_per_image(out["codes"]):
-            self.bytes_per_image[stage].update(size)
+        sizes = stream_bytes_per_image(out["codes"])[-1].to(torch.float64)  # each image's stream of k iterations
         pixels = images.shape[-2] * images.shape[-1]
-        self.pixels_per_image[stage].update(pixels)
-        self.payload_bpp[stage].update(out["codes"][:, 0].numel() / pixels)
+        self.bytes_per_image[stage].update(sizes)
+        self.pixels_per_image[stage].update(torch.full_like(sizes, pixels))
+        self.payload_bpp[stage].update((sizes - HEADER_SIZE) * 8 / pixels)
         if self.model.has_decoder:
             self.psnr[stage].update(psnr(out["x_hats"][-1], images))
         self.log(f"{stage}/acc_top1", self.acc_top1[stage], batch_size=n, prog_bar=stage == "val")

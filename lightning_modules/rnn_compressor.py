@@ -10,7 +10,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from coding.image_quality import ms_ssim, psnr
-from coding.rnn_bitstream import compress
+from coding.rnn_bitstream import compress, decompress, stream_bytes_per_image
 from lightning_modules.checkpoint_init import init_weights_from
 from models.rnn_codec import RNNCodec
 
@@ -20,10 +20,12 @@ class RNNCompressor(L.LightningModule):
 
     Training: random patches, loss = Σ_t mean |x - x̂_t| (the L1 norm of the residual after every
     iteration, summed over the ``iterations`` steps, as in the paper). Validation: whole images coded
-    with the eval (sign) binarizer; per iteration ``k`` it logs ``val/bpp_it{k}`` (from the packed codes),
-    ``val/psnr_it{k}`` and ``val/ms_ssim_it{k}`` (mean over images), and at the last iteration
-    ``val/bpp``, ``val/psnr``, ``val/ms_ssim``, ``val/bytes_per_image`` (the real bitstream, header
-    included) and ``val/compression_ratio`` (vs the raw uint8 RGB tensor).
+    once with the eval (sign) binarizer; per iteration ``k`` it logs ``val/bpp_it{k}``, ``val/psnr_it{k}``
+    and ``val/ms_ssim_it{k}`` (means over images), and at the last iteration ``val/bpp``, ``val/psnr``,
+    ``val/ms_ssim``, ``val/bytes_per_image`` and ``val/compression_ratio`` (raw uint8 RGB bytes over
+    stream bytes, summed over the images). Every rate is that of each image's own real stream of the
+    first k iterations — what ``coding.rnn_bitstream.compress(codec, image, k)`` writes, header counted
+    once per image — from :func:`coding.rnn_bitstream.stream_bytes_per_image` on the validation codes.
 
     Args:
         cell: recurrent unit, ``lstm`` or ``gru``.
@@ -55,6 +57,7 @@ class RNNCompressor(L.LightningModule):
         self.iterations = iterations
         self.val_psnr = torch.nn.ModuleList(MeanMetric() for _ in range(iterations))
         self.val_ms_ssim = torch.nn.ModuleList(MeanMetric() for _ in range(iterations))
+        self.val_bpp = torch.nn.ModuleList(MeanMetric() for _ in range(iterations))
         self.val_bytes = MeanMetric()
         self.val_pixels = MeanMetric()
         if init_from:
@@ -76,31 +79,32 @@ class RNNCompressor(L.LightningModule):
 
     def _evaluate(self, batch: tuple[Tensor, list[str]], stage: str) -> dict[str, Tensor]:
         x, _ = batch
-        out = self.codec(x, self.iterations)
+        out = self.codec(x, self.iterations)  # in eval: the sign codes that compress() would write
+        sizes = stream_bytes_per_image(out["codes"]).to(torch.float64)  # (T, B), each image's own stream
+        pixels = x.shape[-2] * x.shape[-1]
         for k in range(self.iterations):
             self.val_psnr[k].update(psnr(out["x_hats"][k], x))
             self.val_ms_ssim[k].update(ms_ssim(out["x_hats"][k], x))
-        stream = compress(self.codec, x, self.iterations)
-        self.val_bytes.update(len(stream) / x.shape[0])
-        self.val_pixels.update(x.shape[-2] * x.shape[-1])
+            self.val_bpp[k].update(sizes[k] * 8 / pixels)
+        self.val_bytes.update(sizes[-1])
+        self.val_pixels.update(torch.full_like(sizes[-1], pixels))
         self.log(f"{stage}/loss", self.residual_l1(x, out["x_hats"]), batch_size=x.shape[0])
         return {"x": x, "x_hats": out["x_hats"]}
 
     def _log_epoch(self, stage: str) -> None:
-        bpp_per_iteration = self.codec.bpp_per_iteration
         metrics: dict[str, Tensor | float] = {}
         for k in range(self.iterations):
-            metrics[f"{stage}/bpp_it{k + 1}"] = bpp_per_iteration * (k + 1)
+            metrics[f"{stage}/bpp_it{k + 1}"] = self.val_bpp[k].compute()
             metrics[f"{stage}/psnr_it{k + 1}"] = self.val_psnr[k].compute()
             metrics[f"{stage}/ms_ssim_it{k + 1}"] = self.val_ms_ssim[k].compute()
         bytes_per_image, pixels = self.val_bytes.compute(), self.val_pixels.compute()
         metrics[f"{stage}/bytes_per_image"] = bytes_per_image
-        metrics[f"{stage}/bpp"] = bytes_per_image * 8 / pixels
+        metrics[f"{stage}/bpp"] = metrics[f"{stage}/bpp_it{self.iterations}"]
         metrics[f"{stage}/compression_ratio"] = pixels * 3 / bytes_per_image
         metrics[f"{stage}/psnr"] = metrics[f"{stage}/psnr_it{self.iterations}"]
         metrics[f"{stage}/ms_ssim"] = metrics[f"{stage}/ms_ssim_it{self.iterations}"]
         self.log_dict(metrics)
-        for metric in (*self.val_psnr, *self.val_ms_ssim, self.val_bytes, self.val_pixels):
+        for metric in (*self.val_psnr, *self.val_ms_ssim, *self.val_bpp, self.val_bytes, self.val_pixels):
             metric.reset()
 
     def validation_step(self, batch: tuple[Tensor, list[str]], batch_idx: int) -> dict[str, Tensor]:
@@ -116,9 +120,7 @@ class RNNCompressor(L.LightningModule):
         self._log_epoch("test")
 
     def predict_step(self, batch: tuple[Tensor, list[str]], batch_idx: int) -> dict:
-        """The real bitstream of each image and its decoded reconstruction."""
-        from coding.rnn_bitstream import decompress
-
+        """The real bitstream of the batch and its decoded reconstruction."""
         x, names = batch
         stream = compress(self.codec, x, self.iterations)
         return {"names": list(names), "bitstream": stream, "x_hat": decompress(self.codec, stream)}

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from rich.progress import Progress
 
-from benchmarks.code_recognition_table import PAPER, main
+from benchmarks.code_recognition_table import PAPER, accuracy, main
 from models.code_classifier import VARIANTS, CodeRecognitionNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,3 +40,21 @@ def test_table_rows_times_macs_and_parameters(tmp_path, capsys):
 def test_bad_checkpoint_argument_names_the_variants():
     with pytest.raises(SystemExit, match="VARIANT=PATH"):
         main(["--checkpoints", "from_layer9=x.ckpt"])
+
+
+class RankedClasses(torch.nn.Module):
+    """Ranks classes 0 > 1 > … > 9 for every image."""
+
+    variant = "from_layer4"
+
+    def forward(self, images):
+        return torch.arange(10, 0, -1.0).expand(images.shape[0], 10)
+
+
+def test_accuracy_is_plain_micro_top_k_on_imbalanced_labels():
+    # 8 images of class 0, one of class 1, one of class 9: top-1 8/10, top-5 9/10 (macro: 1/3 and 2/3)
+    labels = torch.tensor([0] * 8 + [1, 9])
+    loader = [(torch.zeros(5, 3, 8, 8), labels[:5]), (torch.zeros(5, 3, 8, 8), labels[5:])]
+    with Progress(disable=True) as progress:
+        result = accuracy(RankedClasses(), loader, 10, torch.device("cpu"), progress)
+    assert result == pytest.approx({"acc_top1": 80.0, "acc_top5": 90.0})

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from datamodules.fixtures import write_imagenet
 from datamodules.imagenet_subset import ImageNetSubset
 from lightning_modules.checkpoint_init import CheckpointMismatchError
-from lightning_modules.code_recognition import CodeRecognition, stream_bytes_per_image
+from lightning_modules.code_recognition import CodeRecognition
 from lightning_modules.rnn_compressor import RNNCompressor
 from models.rnn_codec import RNNCodec
 
@@ -146,8 +146,9 @@ def test_fit_resume_test_and_predict_on_the_imagenet_fixture(variant, tmp_path, 
     assert not torch.equal(model.model.codec.encoder.conv.weight, encoder_before)  # trained end to end
     for name in ("train/loss", "val/acc_top1", "val/acc_top5", "val/bpp", "val/bytes_per_image"):
         assert math.isfinite(float(first.callback_metrics[name])), name
-    # 32×32 images: 2×2 code blocks of 32 bits per iteration → 16 payload bytes + the 24-byte header
-    assert float(first.callback_metrics["val/bytes_per_image"]) == 24 + 16
+    # 32×32 images: 2×2 code blocks of 32 bits per iteration → 16 bit-packed payload bytes (smaller than any
+    # entropy-coded chunk: 32 probabilities + length + 8-byte flush) + the 28-byte header
+    assert float(first.callback_metrics["val/bytes_per_image"]) == 28 + 16
     assert float(first.callback_metrics["val/payload_bpp"]) == pytest.approx(32 / 256)
     last = tmp_path / "checkpoints" / "last.ckpt"
     saved = torch.load(last, weights_only=True)
@@ -224,6 +225,21 @@ def test_options_that_need_a_decoder_are_refused_without_one():
         module("from_layer2", reconstruction_weight=1.0)
 
 
-def test_stream_bytes_are_header_plus_packed_codes():
-    codes = torch.randn(3, 2, 32, 14, 14).sign()  # k = 3 iterations of a 224×224 image, batch 2
-    assert stream_bytes_per_image(codes) == [24 + 3 * 32 * 14 * 14 // 8] * 2
+def test_accuracy_is_plain_micro_top_k_on_imbalanced_labels():
+    """8 images of class 0, one of class 1, one of class 9; the model ranks classes 0 > 1 > … > 9 for every
+    image. Plain top-1 = 8/10 and top-5 = 9/10; a mean over the classes present (macro) would give 1/3 and 2/3."""
+    model = module("from_layer4").eval()
+    images = torch.rand(10, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0] * 8 + [1, 9])
+    real = model.model.forward_with_codes
+
+    def ranked(x):
+        out = real(x)
+        return {**out, "logits": torch.arange(NUM_CLASSES, 0, -1.0).expand(x.shape[0], NUM_CLASSES)}
+
+    model.model.forward_with_codes = ranked
+    with torch.no_grad():
+        model.validation_step((images[:6], labels[:6]), 0)
+        model.validation_step((images[6:], labels[6:]), 1)
+    assert float(model.acc_top1["val"].compute()) == pytest.approx(0.8)
+    assert float(model.acc_top5["val"].compute()) == pytest.approx(0.9)
