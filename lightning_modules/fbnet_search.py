@@ -102,6 +102,14 @@ def cost_table_for(module: L.LightningModule, space: SearchSpace, settings: Cost
     return CostTable.from_json(data)
 
 
+def gumbel_temperature(
+    epoch: int, search_epochs: int, initial: float = 5.0, decay: float = 0.956, reference_epochs: int = 90
+) -> float:
+    """``initial · decay^(epoch · reference_epochs / search_epochs)``: FBNet's schedule over its
+    ``reference_epochs`` stretched or squeezed onto ``search_epochs`` (warm-up epochs count as 0)."""
+    return initial * decay ** (max(0, epoch) * reference_epochs / max(1, search_epochs))
+
+
 class FBNetSearch(L.LightningModule):
     """Supernet search: weights on the weight split, architecture logits on the held-out split.
 
@@ -128,7 +136,8 @@ class FBNetSearch(L.LightningModule):
         temperature_decay: factor per reference epoch.
         reference_epochs: the epoch count the decay is given for (FBNet: 90); the decay is rescaled
             to this run's search epochs.
-        weight_lr: SGD learning rate of the weights (cosine-annealed over the run's epochs).
+        weight_lr: SGD learning rate of the weights (cosine-annealed over the run's epochs, logged as
+            ``train/lr``).
         weight_momentum: SGD momentum.
         weight_decay: SGD weight decay.
         arch_lr: Adam learning rate of theta.
@@ -254,11 +263,14 @@ class FBNetSearch(L.LightningModule):
         return self.current_epoch - self.hparams.warmup_epochs
 
     def temperature(self, epoch: int | None = None) -> float:
+        """Gumbel-softmax temperature at search epoch ``epoch`` (default: the current one)."""
         hp = self.hparams
         epoch = self.search_epoch if epoch is None else epoch
         max_epochs = self._trainer.max_epochs if self._trainer is not None else None
-        search_epochs = max(1, (max_epochs or hp.reference_epochs + hp.warmup_epochs) - hp.warmup_epochs)
-        return hp.initial_temperature * hp.temperature_decay ** (max(0, epoch) * hp.reference_epochs / search_epochs)
+        search_epochs = (max_epochs or hp.reference_epochs + hp.warmup_epochs) - hp.warmup_epochs
+        return gumbel_temperature(
+            epoch, search_epochs, hp.initial_temperature, hp.temperature_decay, hp.reference_epochs
+        )
 
     # --------------------------------------------------------------------------------------- costs
 
@@ -319,18 +331,26 @@ class FBNetSearch(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         (wx, wy), (ax, ay) = self._split_batch(batch)
         w_opt, a_opt = self.optimizers()
+        lr = self.weight_lr()
+        for group in w_opt.param_groups:
+            group["lr"] = lr
+        # gradients are cleared (set to None) before and after each step, so what an optimiser sees
+        # at its step came from its own split only
         w_opt.zero_grad()
         ce = self.weight_step(wx, wy)
         w_opt.step()
+        w_opt.zero_grad()
         log = {"sync_dist": True, "batch_size": wx.shape[0]}
         self.log("train/ce", ce, prog_bar=True, **log)
         self.log("train/temperature", self.temperature(), **log)
+        self.log("train/lr", lr, **log)
         if self.search_epoch < 0:
             return
         self.toggle_optimizer(a_opt)
         a_opt.zero_grad()
         parts = self.arch_step(ax, ay)
         a_opt.step()
+        a_opt.zero_grad()
         self.untoggle_optimizer(a_opt)
         log["batch_size"] = ax.shape[0]
         self.log("train/loss", parts["loss"], prog_bar=True, **log)
@@ -340,10 +360,13 @@ class FBNetSearch(L.LightningModule):
         self.log("train/expected_latency_ms", parts["latency_ms"], **log)
         self.log("train/expected_energy_mj", parts["energy_mj"], **log)
 
+    def weight_lr(self) -> float:
+        """Cosine annealing of ``weight_lr`` over the run's epochs, a function of the epoch alone (no
+        scheduler state, so a resumed run continues with the same rate)."""
+        epochs = max(1, self.trainer.max_epochs or 1)
+        return self.hparams.weight_lr * 0.5 * (1 + math.cos(math.pi * self.current_epoch / epochs))
+
     def on_train_epoch_end(self) -> None:
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             self._write_epoch_outputs()
 
@@ -469,10 +492,9 @@ class FBNetSearch(L.LightningModule):
 
     # -------------------------------------------------------------------------------- optimisers
 
-    def configure_optimizers(self) -> tuple[list, list]:
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
         weights = torch.optim.SGD(self.supernet.weight_parameters(), lr=hp.weight_lr, momentum=hp.weight_momentum,
                                   weight_decay=hp.weight_decay)  # fmt: skip
         arch = torch.optim.Adam(self.supernet.arch_parameters(), lr=hp.arch_lr, weight_decay=hp.arch_weight_decay)
-        epochs = max(1, self.trainer.max_epochs or 1) if self._trainer is not None else 1
-        return [weights, arch], [torch.optim.lr_scheduler.CosineAnnealingLR(weights, T_max=epochs)]
+        return [weights, arch]

@@ -235,6 +235,8 @@ def argmax_architecture(theta: Tensor) -> list[str]:
 
 def sample_architectures(theta: Tensor, count: int, generator: torch.Generator | None = None) -> list[list[str]]:
     """``count`` architectures drawn from the categorical distributions ``softmax(theta)`` per layer."""
+    if count <= 0:
+        return []
     probs = torch.softmax(theta.detach().float().cpu(), dim=-1)
     draws = torch.multinomial(probs, count, replacement=True, generator=generator).T  # (count, L)
     return [[CANDIDATE_NAMES[i] for i in row] for row in draws.tolist()]

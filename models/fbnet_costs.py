@@ -326,10 +326,13 @@ def build_cost_table(space: SearchSpace, settings: CostSettings | None = None) -
     (a file covers the searchable layers only).
     """
     s = settings or CostSettings()
-    latency, fixed_latency, latency_source = load_or_measure_latency(
-        space, s.cache_dir, s.threads, s.warmup, s.repeats, s.progress
-    )
-    proxy_table, proxy_fixed = proxy_energy_table(space, s.pj_per_mac, s.pj_per_byte)
+    # the random examples and block initialisations must not move the run's global RNG: whether the
+    # latency was cached or measured would otherwise change the training that follows
+    with torch.random.fork_rng(devices=[]):
+        latency, fixed_latency, latency_source = load_or_measure_latency(
+            space, s.cache_dir, s.threads, s.warmup, s.repeats, s.progress
+        )
+        proxy_table, proxy_fixed = proxy_energy_table(space, s.pj_per_mac, s.pj_per_byte)
     if s.energy_file:
         energy = read_energy_table(s.energy_file, space.num_layers, s.energy_format, s.energy_file_scale)
         source = f"{s.energy_format} file {s.energy_file} (x{s.energy_file_scale:g})"

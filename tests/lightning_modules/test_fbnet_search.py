@@ -1,0 +1,163 @@
+"""FBNetSearch on the CIFAR-10 fixture: split separation of gradients, costs in the loss, schedule,
+run outputs, fit and exact resume through the command line."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from datamodules.cifar10 import CIFAR10
+from datamodules.fixtures import write_cifar10
+from lightning_modules.fbnet_search import FBNetSearch, gumbel_temperature
+from models.fbnet import one_hot, read_architecture
+from models.fbnet_costs import CostSettings, build_cost_table
+from train import SplitCVCLI
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+STAGES = [[8, 1, 1], [16, 1, 2]]
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory) -> str:
+    return str(write_cifar10(tmp_path_factory.mktemp("cifar"), train_per_batch=4, test_images=8))
+
+
+@pytest.fixture(scope="module")
+def costs(tmp_path_factory) -> CostSettings:
+    """Settings whose latency cache is filled once for the module."""
+    return CostSettings(cache_dir=str(tmp_path_factory.mktemp("latency")), warmup=0, repeats=1, progress=False)
+
+
+def search(costs: CostSettings, **kwargs) -> FBNetSearch:
+    args = {"width": 0.25, "stages": STAGES, "costs": costs, "export_samples": 2, "plot_every_n_epochs": 1, **kwargs}
+    return FBNetSearch(**args)
+
+
+def data(root: str) -> CIFAR10:
+    return CIFAR10(root, split="search", batch_size=4, num_workers=0, pin_memory=False, verify_checksums=False)
+
+
+class GradientRecorder(Callback):
+    """At every optimiser step: which optimiser, and whether theta / any weight has a gradient."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, bool, bool]] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        theta = pl_module.supernet.theta
+        kind = "arch" if any(p is theta for p in optimizer.param_groups[0]["params"]) else "weights"
+        weights_grad = any(
+            p.grad is not None and p.grad.abs().sum() > 0 for p in pl_module.supernet.weight_parameters()
+        )
+        self.steps.append((kind, theta.grad is not None and bool(theta.grad.abs().sum() > 0), weights_grad))
+
+
+def test_each_split_trains_only_its_own_parameters(tmp_path, cifar_root, costs):
+    module = search(costs, warmup_epochs=0)
+    recorder = GradientRecorder()
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path, callbacks=[recorder],
+    )  # fmt: skip
+    theta_before = module.supernet.theta.detach().clone()
+    trainer.fit(module, datamodule=data(cifar_root))
+    # global_step counts optimiser steps (manual optimisation): 4 = two training steps.
+    # weights step: weights have gradients, theta none; arch step: theta has, weights none
+    assert recorder.steps == [("weights", False, True), ("arch", True, False)] * 2
+    assert not torch.equal(module.supernet.theta.detach(), theta_before)
+
+
+def test_warmup_epochs_train_the_weights_only(tmp_path, cifar_root, costs):
+    recorder = GradientRecorder()
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, limit_train_batches=2, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
+        callbacks=[recorder],
+    )  # fmt: skip
+    module = search(costs, warmup_epochs=1, export_samples=0)
+    trainer.fit(module, datamodule=data(cifar_root))
+    assert [kind for kind, _, _ in recorder.steps] == ["weights", "weights"]
+    assert torch.equal(module.supernet.theta.detach(), torch.zeros_like(module.supernet.theta))
+
+
+def test_table_latency_of_a_one_hot_architecture_is_the_sum_the_loss_uses(costs):
+    module = search(costs)
+    table = build_cost_table(module.space, costs)
+    module.set_cost_table(table)
+    arch = ["k5_e6", "skip"]
+    lat, energy = module.expected_costs(one_hot(arch))
+    idx = [8 if b == "skip" else 7 for b in arch]  # k5_e6 is candidate 7, skip 8
+    by_hand = table.fixed_latency_ms + sum(float(table.latency_ms[i, j]) for i, j in enumerate(idx))
+    assert lat.item() == pytest.approx(by_hand, rel=1e-5)
+    assert (lat.item(), energy.item()) == pytest.approx(table.architecture_cost(arch), rel=1e-5)
+    # and the loss sees exactly that latency (ccel1 at a reached goal: 1 · (sqrt(log lat_us) + sqrt(log e_uJ)))
+    parts = module.architecture_loss(torch.tensor([0.1]), 1.0, lat.view(1), energy.view(1))
+    expected = math.sqrt(math.log(by_hand * 1e3)) + math.sqrt(math.log(energy.item() * 1e3))
+    assert parts["loss"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_units_too_large_for_the_log_losses_are_refused(costs):
+    module = search(costs, latency_unit="s")
+    with pytest.raises(ValueError, match="choose a smaller latency_unit"):
+        module.set_cost_table(build_cost_table(module.space, costs))
+    search(costs, loss="additive", latency_unit="s").set_cost_table(build_cost_table(module.space, costs))
+
+
+def test_paper_defaults_and_bad_arguments(costs):
+    assert search(costs, loss="fbnet").coefficients == {"alpha": 0.5, "beta": 0.6}
+    assert search(costs, loss="fbnet", alpha=0.2, beta=0.4).coefficients == {"alpha": 0.2, "beta": 0.4}  # FBNet2
+    assert search(costs, loss="additive").coefficients == {"alpha": 0.5, "beta": 0.5, "gamma": 1.5, "delta": 0.5}
+    with pytest.raises(ValueError, match="has no gamma"):
+        search(costs, loss="fbnet", gamma=1.0)
+    with pytest.raises(ValueError, match="goal"):
+        search(costs, loss="ccel1", goal=0.05)
+    with pytest.raises(ValueError, match="split: search"):
+        FBNetSearch._split_batch((torch.zeros(1), torch.zeros(1)))
+
+
+def test_temperature_follows_fbnet_schedule_rescaled_to_the_run():
+    assert gumbel_temperature(0, 90) == 5.0
+    assert gumbel_temperature(90, 90) == pytest.approx(5.0 * 0.956**90)
+    assert gumbel_temperature(10, 10) == pytest.approx(5.0 * 0.956**90)  # a 10-epoch search ends as cold
+    assert gumbel_temperature(5, 10) == pytest.approx(5.0 * 0.956**45)
+    assert gumbel_temperature(-2, 10) == 5.0  # warm-up
+
+
+def cli_fit(root, run_id, cifar_root, costs, *extra):
+    SplitCVCLI(args=[
+        "fit", "--config", "configs/trainer/debug.yaml",
+        "--model", "lightning_modules.fbnet_search.FBNetSearch",
+        "--model.width", "0.25", "--model.stages", "[[8, 1, 1], [16, 1, 2]]", "--model.warmup_epochs", "1",
+        "--model.costs.cache_dir", costs.cache_dir, "--model.costs.repeats", "1", "--model.costs.warmup", "0",
+        "--model.export_samples", "2",
+        "--data", "datamodules.cifar10.CIFAR10", "--data.root", cifar_root, "--data.split", "search",
+        "--data.batch_size", "4", "--data.num_workers", "0", "--data.pin_memory", "false",
+        "--data.verify_checksums", "false",
+        "--run.root", str(root), "--run.id", run_id, *extra,
+    ])  # fmt: skip
+    run = root / "fb_net_search" / run_id
+    return run, torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+@pytest.mark.slow
+def test_fit_writes_the_run_outputs_and_resumes_exactly(tmp_path, cifar_root, costs):
+    run, full = cli_fit(tmp_path, "full", cifar_root, costs, "--trainer.max_epochs", "2")
+    assert (run / "plots" / "probabilities_epoch_001.png").stat().st_size > 0
+    assert (run / "cost_table.json").is_file() and (run / "export.json").is_file()
+    for name in ("architecture.txt", "architecture_sampled.txt", "architectures/epoch_001.txt"):
+        space, arch = read_architecture(run / name)
+        assert space.num_layers == 2 and len(arch) == 2
+    part_run, first = cli_fit(tmp_path, "part", cifar_root, costs, "--trainer.max_epochs", "1")
+    assert first["global_step"] == 2
+    _, resumed = cli_fit(tmp_path, "part", cifar_root, costs, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    # global_step counts optimiser steps: epoch 1 (warm-up) 2 weight steps, epoch 2 two of each
+    assert resumed["global_step"] == full["global_step"] == 6
+    for key, value in full["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    theta = full["state_dict"]["supernet.theta"]
+    assert not torch.equal(theta, first["state_dict"]["supernet.theta"])  # epoch 2 trained theta; the check can fail
