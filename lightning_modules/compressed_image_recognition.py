@@ -71,9 +71,9 @@ from lightning_modules.detection_steps import (
     log_detection_metrics,
     split_detection_batch,
 )
+from lightning_modules.detector import Arch, build_ssd
 from models.code_classifier import ImageNormalize
 from models.rnn_codec import CellType, Reconstruction, RNNCodec
-from models.ssd import ssdlite320_mobilenet_v2
 
 Task = Literal["classification", "detection"]
 Images = Literal["original", "compressed"]
@@ -137,8 +137,8 @@ class CompressedImageRecognition(L.LightningModule):
     (what ``benchmarks/decoded_recognition_report.py`` reads).
 
     Args:
-        task: ``classification`` (torchvision classifier, ``arch``) or ``detection`` (MobileNetV2-SSDLite
-            of :mod:`models.ssd`, trained and evaluated as ``Detector``).
+        task: ``classification`` (torchvision classifier, ``arch``) or ``detection`` (``detector_arch``, built,
+            trained and evaluated as ``Detector`` does: the same builder, losses and VOC07 mAP).
         num_classes: classes (detection: with the background, 21 for VOC).
         train_on: images the recogniser is trained on, ``original`` (the source files) or ``compressed``
             (decoded from the channel).
@@ -168,9 +168,12 @@ class CompressedImageRecognition(L.LightningModule):
             knows, e.g. ``resnet18`` for tests).
         weights: torchvision weights of ``arch`` (``IMAGENET1K_V1``, ``IMAGENET1K_V2``; downloaded on first
             use) or ``None`` (random initialisation). The classifier layer is new when ``num_classes`` ≠ 1000.
+        detector_arch: ``ssdlite_mobilenet_v2`` (MobileNetV2-SSDLite, our stand-in for the paper's MobileNet-SSD,
+            see :func:`models.ssd.ssdlite320_mobilenet_v2`) or ``ssd300_vgg16`` (:func:`lightning_modules.detector.build_ssd`).
         detector_width: MobileNetV2 width multiplier of the detector.
-        detector_weights_backbone: ImageNet weights of the detector's MobileNetV2 (``IMAGENET1K_V1``) or ``None``.
+        detector_weights_backbone: ImageNet weights of the detector's backbone (``IMAGENET1K_V1``) or ``None``.
         detector_image_size: input side of the SSD (320 for SSDLite320; images are resized inside).
+        detector_bn_momentum: BatchNorm momentum of the SSDLite (0.03 as torchvision; ~0.1 for short runs).
         optimizer: ``sgd`` (momentum) or ``adamw``.
         lr: peak learning rate; linear warm-up for ``warmup_steps`` then cosine decay to 0 over
             ``trainer.estimated_stepping_batches``.
@@ -200,9 +203,11 @@ class CompressedImageRecognition(L.LightningModule):
         cache_workers: int = 4,
         arch: str = "resnet50",
         weights: str | None = None,
+        detector_arch: Arch = "ssdlite_mobilenet_v2",
         detector_width: float = 1.0,
         detector_weights_backbone: str | None = None,
         detector_image_size: int = 320,
+        detector_bn_momentum: float = 0.03,
         optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: float = 0.01,
         weight_decay: float = 1e-4,
@@ -245,11 +250,13 @@ class CompressedImageRecognition(L.LightningModule):
                 {s: MulticlassAccuracy(num_classes, top_k=top5, average="micro") for s in ("val", "test")}
             )
         else:
-            self.recogniser = ssdlite320_mobilenet_v2(
-                num_classes=num_classes,
-                weights_backbone=detector_weights_backbone,
+            self.recogniser = build_ssd(
+                detector_arch,
+                num_classes,
+                detector_image_size,
                 width_mult=detector_width,
-                image_size=detector_image_size,
+                weights_backbone=detector_weights_backbone,
+                bn_momentum=detector_bn_momentum,
             )
             self.map = nn.ModuleDict({s: VOCMeanAveragePrecision() for s in ("val", "test")})
         self.rates: dict[str, dict[str, float]] = {}
@@ -456,7 +463,7 @@ class CompressedImageRecognition(L.LightningModule):
             "quality": hp.quality,
             "target_bpp": hp.target_bpp,
             "stream_coding": hp.stream_coding,
-            "arch": hp.arch if hp.task == "classification" else "ssdlite_mobilenet_v2",
+            "arch": hp.arch if hp.task == "classification" else hp.detector_arch,
             "epoch": self.current_epoch if fitting else self._loaded_progress.get("epoch"),
             "global_step": self.global_step if fitting else self._loaded_progress.get("global_step"),
             "checkpoint": None if fitting or self.trainer.ckpt_path is None else str(self.trainer.ckpt_path),
