@@ -2,7 +2,9 @@
 
 The algorithm is the VOC devkit's (``VOCevaldet.m``), per class:
 
-1. all detections of the class, over all images, sorted by descending score (ties keep input order);
+1. all detections of the class, over all images, sorted by descending score; ties by image key, then
+   input order (as a stable sort of detections listed image by image; the keys DDP processes give
+   make the gathered order that of one process, so ties rank alike under DDP);
 2. each detection is matched to the ground-truth box of its image with the highest IoU; if that IoU
    is ≥ 0.5: a *difficult* box makes the detection ignored (neither true nor false positive), a box
    not yet matched makes it a true positive (and the box matched), an already matched box makes it a
@@ -126,8 +128,8 @@ def class_average_precision(
     for index, image in enumerate(gt_images.tolist()):
         by_image.setdefault(image, []).append(index)
     matched = np.zeros(len(gt_boxes), dtype=bool)
-    order = np.argsort(-np.asarray(det_scores, dtype=np.float64).reshape(-1), kind="stable")
     det_images = np.asarray(det_images).reshape(-1)
+    order = np.lexsort((det_images, -np.asarray(det_scores, dtype=np.float64).reshape(-1)))  # stable
     tp = np.zeros(len(order))
     fp = np.zeros(len(order))
     for rank, d in enumerate(order):

@@ -88,7 +88,7 @@ class RNNCompressor(L.LightningModule):
             self.val_bpp[k].update(sizes[k] * 8 / pixels)
         self.val_bytes.update(sizes[-1])
         self.val_pixels.update(torch.full_like(sizes[-1], pixels))
-        self.log(f"{stage}/loss", self.residual_l1(x, out["x_hats"]), batch_size=x.shape[0])
+        self.log(f"{stage}/loss", self.residual_l1(x, out["x_hats"]), batch_size=x.shape[0], sync_dist=True)
         return {"x": x, "x_hats": out["x_hats"]}
 
     def _log_epoch(self, stage: str) -> None:
