@@ -115,8 +115,11 @@ def load_imagenet_classifier(trunk: Trunk, weights: str | None = None, width: fl
     if width == 1:
         return vgg16(weights=VGG16_Weights[weights] if weights else None)
     cfg = [v if v == "M" else _scaled(v, width) for v in _VGG16_CFG]
-    net = VGG(make_layers(cfg), num_classes=1000)
+    with torch.device("meta"):  # VGG's constructor would allocate the full-width 25088×4096 fc6 first
+        net = VGG(nn.Sequential(), num_classes=1000, init_weights=False)
     hidden, last = _scaled(4096, width), cfg[-2]
+    net.features = make_layers(cfg)
+    net.avgpool = nn.AdaptiveAvgPool2d((7, 7))
     net.classifier = nn.Sequential(
         nn.Linear(last * 7 * 7, hidden),
         nn.ReLU(True),
@@ -126,6 +129,13 @@ def load_imagenet_classifier(trunk: Trunk, weights: str | None = None, width: fl
         nn.Dropout(),
         nn.Linear(hidden, 1000),
     )
+    for layer in net.modules():  # torchvision's VGG initialisation
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0, 0.01)
+            nn.init.zeros_(layer.bias)
     return net
 
 
