@@ -1,0 +1,62 @@
+"""The run lock: who holds a run directory, when a lock is stale (dead pid, reused pid, SLURM requeue)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from callbacks.run_directory import config_file, has_run, run_of_checkpoint, segment_name
+from callbacks.run_lock import LOCK_FILE, RunLock, RunLockedError, _process_start_time, stale_reason
+
+HOST = os.uname().nodename
+
+
+def exited_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_only_when_the_holder_is_certainly_gone():
+    me = {"host": HOST, "pid": os.getpid(), "start_time": _process_start_time(os.getpid())}
+    assert stale_reason(me) is None  # this very process
+    parent = {"host": HOST, "pid": os.getppid(), "start_time": _process_start_time(os.getppid())}
+    assert stale_reason(parent) is None  # alive
+    assert "has exited" in stale_reason({**parent, "pid": exited_pid()})
+    assert "another process" in stale_reason({**parent, "start_time": "1"})  # the pid was reused
+    elsewhere = {"host": "node17", "pid": 1, "slurm_job": "4242", "slurm_restart": "0"}
+    assert stale_reason(elsewhere, environ={"SLURM_JOB_ID": "4242"}) is None  # cannot be checked from here
+    requeued = {"SLURM_JOB_ID": "4242", "SLURM_RESTART_COUNT": "1"}
+    assert "requeued (restart 0 → 1)" in stale_reason(elsewhere, environ=requeued)
+    assert stale_reason(elsewhere, environ={"SLURM_JOB_ID": "99", "SLURM_RESTART_COUNT": "1"}) is None
+
+
+def test_lock_is_exclusive_and_released(tmp_path):
+    with RunLock(tmp_path) as lock:
+        holder = json.loads((tmp_path / LOCK_FILE).read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == HOST
+        with pytest.raises(RunLockedError, match=f"in use by pid {os.getpid()} on {HOST}"):
+            RunLock(tmp_path).acquire()
+        assert lock.held
+    assert not (tmp_path / LOCK_FILE).exists()
+    (tmp_path / LOCK_FILE).write_text("")  # a crash while writing it
+    RunLock(tmp_path).acquire().release()
+
+
+def test_run_contents_and_segment_names(tmp_path):
+    assert not has_run(tmp_path / "absent") and not has_run(tmp_path)
+    (tmp_path / LOCK_FILE).write_text("{}")
+    assert not has_run(tmp_path)  # a lock alone is no run
+    assert segment_name(tmp_path, "fit") == "fit" and config_file("fit") == "config.yaml"
+    (tmp_path / "config.yaml").write_text("")
+    assert has_run(tmp_path)
+    assert segment_name(tmp_path, "fit") == "fit-2" and segment_name(tmp_path, "test") == "test"
+    (tmp_path / "config.test.yaml").write_text("")
+    assert segment_name(tmp_path, "test") == "test-2"
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert run_of_checkpoint(ckpt) == tmp_path and run_of_checkpoint(tmp_path / "hpc_ckpt_1.ckpt") == tmp_path
+    assert run_of_checkpoint(tmp_path.parent / "loose.ckpt") is None
