@@ -31,7 +31,8 @@ from torchvision.models import ResNet18_Weights
 
 from coding.image_quality import psnr
 from coding.rnn_bitstream import HEADER_SIZE, stream_bytes_per_image
-from lightning_modules.checkpoint_init import InitReport, init_weights_from
+from lightning_modules.checkpoint_init import InitReport, ParentInit, init_weights_from
+from lightning_modules.data_checks import check_class_count
 from models.code_adapter import Upsample
 from models.code_classifier import CodeRecognitionNet, Variant
 from models.latency import measure_ms_per_image
@@ -143,9 +144,8 @@ class CodeRecognition(L.LightningModule):
         self.pixels_per_image = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.payload_bpp = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.psnr = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
-        self.init_report: InitReport | None = None
-        if init_compressor_from:
-            self.init_report = self.load_compressor(init_compressor_from)
+        # loaded at the start of a fresh run, never on resume
+        self.parent_init = ParentInit(self, init_compressor_from, CodeRecognition.load_compressor)
         self._frozen: list[nn.Module] = []
         if freeze_encoder:
             self._frozen += self.model.edge_modules()
@@ -157,6 +157,17 @@ class CodeRecognition(L.LightningModule):
         self._test_size: tuple[int, int] | None = None
 
     # ----------------------------------------------------------------------------------- set-up
+    def setup(self, stage: str) -> None:
+        check_class_count(self.hparams.num_classes, self.trainer)
+
+    def configure_callbacks(self) -> list:
+        return [self.parent_init]
+
+    @property
+    def init_report(self) -> InitReport | None:
+        """What ``init_compressor_from`` loaded (``None`` until a fresh run has started)."""
+        return self.parent_init.report
+
     def load_compressor(self, path: str) -> InitReport:
         """Copy an ``RNNCompressor`` checkpoint's codec into the model (decoder dropped where there is none)."""
         parts = ("codec.encoder.", "codec.binarizer.") + (("codec.decoder.",) if self.model.has_decoder else ())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import lightning as L
@@ -11,7 +12,7 @@ from torchmetrics import MeanMetric
 
 from coding.image_quality import ms_ssim, psnr
 from coding.rnn_bitstream import compress, decompress, stream_bytes_per_image
-from lightning_modules.checkpoint_init import init_weights_from
+from lightning_modules.checkpoint_init import ParentInit, init_weights_from
 from models.rnn_codec import RNNCodec
 
 
@@ -60,8 +61,12 @@ class RNNCompressor(L.LightningModule):
         self.val_bpp = torch.nn.ModuleList(MeanMetric() for _ in range(iterations))
         self.val_bytes = MeanMetric()
         self.val_pixels = MeanMetric()
-        if init_from:
-            init_weights_from(self, init_from, key_map={"codec.": "codec."}, allow_missing=("val_",))
+        self.parent_init = ParentInit(  # loaded at the start of a fresh run, never on resume
+            self, init_from, partial(init_weights_from, key_map={"codec.": "codec."}, allow_missing=("val_",))
+        )
+
+    def configure_callbacks(self) -> list:
+        return [self.parent_init]
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         return self.codec(x, self.iterations)

@@ -9,7 +9,7 @@ import torch
 
 from datamodules.image_folder_patches import ImageFolderPatches
 from datamodules.image_io import UnreadableImageError
-from lightning_modules.checkpoint_init import CheckpointMismatchError
+from lightning_modules.checkpoint_init import CheckpointMismatchError, load_state_dict_from_checkpoint
 from lightning_modules.rnn_compressor import RNNCompressor
 from train import SplitCVCLI
 
@@ -55,12 +55,55 @@ def test_checkpoint_of_another_method_names_missing_and_unexpected_keys(tmp_path
     torch.save(
         {"state_dict": {"trunk.fc.weight": torch.zeros(10, 512), "codec.encoder.conv.weight": torch.zeros(1)}}, foreign
     )
+    model = RNNCompressor(width=0.0625, iterations=1, init_from=str(foreign))  # reads nothing yet
     with pytest.raises(CheckpointMismatchError) as err:
-        RNNCompressor(width=0.0625, iterations=1, init_from=str(foreign))
+        model.parent_init.apply(model)  # what the start of a fresh run does
     message = str(err.value)
     assert "missing keys" in message and "codec.decoder.conv2.weight" in message
     assert "unexpected keys" in message and "trunk.fc.weight" in message
     assert "codec.encoder.conv.weight" in message  # wrong shape is named too
+
+
+def test_a_file_that_is_not_a_checkpoint_gets_our_message(tmp_path):
+    import argparse
+    import pickle
+
+    text, plain_pickle, with_objects = tmp_path / "notes.ckpt", tmp_path / "plain.pkl", tmp_path / "objects.ckpt"
+    text.write_text("epoch 3: loss 0.2\n")
+    pickle.dump({"state_dict": {}}, plain_pickle.open("wb"))  # PyTorch: "... please file an issue ..."
+    torch.save({"state_dict": {}, "args": argparse.Namespace(lr=0.1)}, with_objects)
+    messages = []
+    for path, expected in [
+        (text, "notes.ckpt is not a PyTorch checkpoint"),
+        (plain_pickle, "plain.pkl is not a PyTorch checkpoint"),
+        (
+            with_objects,
+            r"objects.ckpt stores Python objects that a weights-only load refuses \(e.g. argparse.Namespace\)",
+        ),
+    ]:
+        with pytest.raises(CheckpointMismatchError, match=expected) as err:
+            load_state_dict_from_checkpoint(path)
+        messages.append(str(err.value))
+    assert not any("file an issue" in m or "weights_only` set to `False" in m for m in messages)
+
+
+def test_fewer_model_classes_than_the_data_fails_at_setup_naming_both(tmp_path):
+    import lightning
+
+    from datamodules.fixtures import write_imagenet
+    from datamodules.imagenet_subset import ImageNetSubset
+    from lightning_modules.code_recognition import CodeRecognition
+    from lightning_modules.data_checks import ClassCountError
+
+    root = write_imagenet(tmp_path / "imagenet", train_per_wnid=1, val_per_wnid=1, image_size=(32, 32))
+    data = ImageNetSubset(str(root), class_list=str(root / "class_list.txt"), image_size=32, batch_size=4,
+                          num_workers=0, pin_memory=False)  # fmt: skip
+    model = CodeRecognition(num_classes=5, iterations=1, codec_width=0.0625, latency_repeats=0)
+    trainer = lightning.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    with pytest.raises(ClassCountError, match=r"num_classes=5 but ImageNetSubset has 10 classes.*num_classes 10"):
+        trainer.fit(model, datamodule=data)
+    assert trainer.global_step == 0
 
 
 def test_resuming_from_a_foreign_checkpoint_names_the_keys(tmp_path, tiny_compressor_args):
