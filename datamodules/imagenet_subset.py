@@ -45,7 +45,14 @@ from datamodules.classification_transforms import (
     patch_transform,
     train_transform,
 )
-from datamodules.image_io import IMAGE_EXTENSIONS, list_images, load_rgb
+from datamodules.image_io import (
+    IMAGE_EXTENSIONS,
+    SkippedImages,
+    UnreadableImageError,
+    collate_readable,
+    list_images,
+    load_rgb,
+)
 from datamodules.loaders import recognition_loader
 
 Layout = Literal["ilsvrc", "folders"]
@@ -185,13 +192,21 @@ class ImageNetSubsetDataset(Dataset):
     """Image files with class indices, read with ``load_rgb`` and passed through an albumentations pipeline.
 
     Items are ``(image float32 (3, H, W) in [0, 1], label int)``. An unreadable file raises
-    ``UnreadableImageError`` naming it (never a silent zero image).
+    ``UnreadableImageError`` naming it (never a silent zero image); with ``skipped`` given, the item is
+    ``None`` instead, the file is logged and counted there, and :func:`collate_readable` leaves it out.
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: A.Compose, class_names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: A.Compose,
+        class_names: Sequence[str],
+        skipped: SkippedImages | None = None,
+    ) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.class_names = list(class_names)
+        self.skipped = skipped
         self.image_loader: Callable[[Path], np.ndarray] = load_rgb  # swapped for decoded images by some methods
 
     def source_paths(self) -> list[Path]:
@@ -201,10 +216,16 @@ class ImageNetSubsetDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
         sample = self.samples[index]
-        image = self.transform(image=self.image_loader(sample.path))["image"]
-        return image, sample.label
+        try:
+            pixels = self.image_loader(sample.path)
+        except UnreadableImageError as err:
+            if self.skipped is None:
+                raise
+            self.skipped.record(sample.path, err)
+            return None
+        return self.transform(image=pixels)["image"], sample.label
 
 
 class ImageNetSubset(LightningDataModule):
@@ -237,6 +258,10 @@ class ImageNetSubset(LightningDataModule):
         seed: Seed of the per-class sampling and of the ``folders`` split.
         pin_memory: Pin batches in page-locked memory (faster host-to-GPU copies).
         persistent_workers: Keep workers alive between epochs (only used when ``num_workers > 0``).
+        skip_unreadable: Leave out images that cannot be decoded (each is logged with its path, and the
+            counts are logged as ``train/skipped_images`` / ``val/skipped_images``) instead of stopping
+            with an error naming the file (the default). Find such files before a long run with
+            ``python -m datamodules.check ROOT --dataset imagenet``.
     """
 
     def __init__(
@@ -255,6 +280,7 @@ class ImageNetSubset(LightningDataModule):
         seed: int = 0,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        skip_unreadable: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -278,6 +304,9 @@ class ImageNetSubset(LightningDataModule):
         self.seed = seed
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        self.skip_unreadable = skip_unreadable
+        self.skipped = {split: SkippedImages(split) for split in ("train", "val")} if skip_unreadable else {}
+        self._skipped_logged = (0, 0)
         self.train_set: ImageNetSubsetDataset | None = None
         self.val_set: ImageNetSubsetDataset | None = None
 
@@ -299,8 +328,24 @@ class ImageNetSubset(LightningDataModule):
             val_fraction=self.val_fraction,
             seed=self.seed,
         )
-        self.train_set = ImageNetSubsetDataset(train, self.train_pipeline(), self.class_names)
-        self.val_set = ImageNetSubsetDataset(val, eval_transform(self.image_size), self.class_names)
+        skipped = self.skipped.get
+        self.train_set = ImageNetSubsetDataset(train, self.train_pipeline(), self.class_names, skipped("train"))
+        self.val_set = ImageNetSubsetDataset(val, eval_transform(self.image_size), self.class_names, skipped("val"))
+
+    @property
+    def skipped_images(self) -> dict[str, int]:
+        """Unreadable images left out so far per split (``skip_unreadable``), counted over all worker processes."""
+        return {split: counter.count for split, counter in self.skipped.items()}
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """With ``skip_unreadable``: send the skip counts to the Trainer's loggers whenever they change."""
+        counts = tuple(self.skipped_images.values())
+        if counts and counts != self._skipped_logged and self.trainer is not None:
+            self._skipped_logged = counts
+            metrics = {f"{split}/skipped_images": float(n) for split, n in self.skipped_images.items()}
+            for logger in self.trainer.loggers:
+                logger.log_metrics(metrics, step=self.trainer.global_step)
+        return batch
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         return recognition_loader(
@@ -310,6 +355,7 @@ class ImageNetSubset(LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            collate_fn=collate_readable if self.skip_unreadable else None,
         )
 
     def _ready(self) -> tuple[ImageNetSubsetDataset, ImageNetSubsetDataset]:

@@ -30,6 +30,7 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from xml.etree.ElementTree import ParseError
 
 import albumentations as A
 import numpy as np
@@ -67,6 +68,29 @@ class VOCLayoutError(FileNotFoundError):
     """The VOC root lacks a folder or index file; the message names it and the expected layout."""
 
 
+class VOCAnnotationError(ValueError):
+    """An annotation file is malformed XML or lacks a field; the message names the file."""
+
+
+def read_annotation(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes, labels and difficult flags of one VOC XML file (see :func:`annotation_to_arrays`).
+
+    Raises:
+        VOCAnnotationError: the file is not well-formed XML, or an object lacks a name or a numeric box;
+            the message names the file.
+    """
+    try:
+        parsed = VOCDetection.parse_voc_xml(parse_xml(path).getroot())
+        return annotation_to_arrays(parsed, str(path))
+    except ParseError as err:
+        raise VOCAnnotationError(f"{path}: malformed XML: {err}") from err
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, VOCAnnotationError):
+            raise
+        detail = f"missing field {err}" if isinstance(err, KeyError) else str(err)
+        raise VOCAnnotationError(f"{path}: bad annotation: {detail}") from err
+
+
 def parse_split(split: str) -> tuple[str, str]:
     """``"2007-trainval"`` → ``("2007", "trainval")``."""
     year, _, image_set = split.partition("-")
@@ -88,7 +112,7 @@ def annotation_to_arrays(annotation: dict[str, Any], source: str) -> tuple[np.nd
     for obj in objects:
         name = obj["name"].strip()
         if name not in VOC_LABELS:
-            raise ValueError(f"{source}: unknown VOC class {name!r}")
+            raise VOCAnnotationError(f"{source}: unknown VOC class {name!r}")
         box = obj["bndbox"]
         x0, y0, x1, y1 = (float(box[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
         boxes.append([x0 - 1.0, y0 - 1.0, x1, y1])
@@ -125,8 +149,7 @@ class VOCDetectionDataset(VOCDetection):
         for image_path, annotation_path in zip(self.images, self.annotations, strict=True):
             if not Path(annotation_path).is_file():
                 raise VOCLayoutError(f"VOC {year} {image_set}: annotation {annotation_path} is missing")
-            parsed = self.parse_voc_xml(parse_xml(annotation_path).getroot())
-            boxes, labels, difficult = annotation_to_arrays(parsed, annotation_path)
+            boxes, labels, difficult = read_annotation(annotation_path)
             if len(labels) == 0:
                 self.empty_ids.append(Path(annotation_path).stem)
                 if skip_empty:
