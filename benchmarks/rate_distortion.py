@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--photos", nargs="+", default=list(DEFAULT_VAL_PHOTOS), help="bundled photo names")
     parser.add_argument("--max-side", type=int, default=256, help="downscale photos to at most this side")
     parser.add_argument("--codecs", nargs="+", default=["jpeg", "webp"])
-    parser.add_argument("--out", type=Path, default=Path("rate_distortion"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("rate_distortion"), help="output folder (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
 
     compressor = RNNCompressor.load_from_checkpoint(args.checkpoint, map_location="cpu", weights_only=True)
