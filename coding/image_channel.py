@@ -2,7 +2,7 @@
 bytes that were sent out.
 
 - :class:`RNNChannel` — the recurrent compressor's real bitstream: ``decompress(codec, compress(codec,
-  x, k))`` on one image at its own resolution (one stream per image, its 24-byte header included).
+  x, k))`` on one image at its own resolution (one stream per image, its header included).
 - :class:`ClassicalChannel` — JPEG / WebP / AVIF / HEVC (:mod:`coding.image_codecs`) at a fixed
   quality, at ``target_bpp``, or at a per-image byte budget (:mod:`coding.matched_rate`), e.g. the
   bytes the learned compressor spent on the same image.

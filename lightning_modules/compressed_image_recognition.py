@@ -33,7 +33,7 @@ Works with any DataModule whose datasets have ``source_paths()`` and ``image_loa
 
 Bytes (logged at the end of every validation / test epoch, over the whole evaluation set, whatever
 ``limit_val_batches``): ``{stage}/bytes_per_image`` — mean bytes actually sent per image: the stream's
-length (24-byte header included) or the codec file's, and the source file's size when ``eval_on`` is
+length (its header included) or the codec file's, and the source file's size when ``eval_on`` is
 ``original``; ``{stage}/source_bytes_per_image`` — mean size of the source files (the JPEGs as
 stored: the paper's "元画像" column of its Table 1); ``{stage}/data_reduction`` — ``1 − Σ bytes /
 Σ source bytes``, the fraction of data saved against sending the source JPEGs, the basis of the

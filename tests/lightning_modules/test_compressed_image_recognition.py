@@ -94,7 +94,7 @@ def expected_rates(paths, codec, compressed: bool) -> dict[str, float]:
     """Bytes per image from len(compress(...)) of each source image, or its file size; source file sizes."""
     source = [p.stat().st_size for p in paths]
     if compressed:
-        sent = [len(compress(codec, to_float_chw(load_rgb(p)).unsqueeze(0), K)) for p in paths]
+        sent = [len(compress(codec, to_float_chw(load_rgb(p)).unsqueeze(0), K, coding="packed")) for p in paths]
     else:
         sent = source
     return {
@@ -163,7 +163,7 @@ def test_decoded_cache_holds_the_real_bitstream_decode_and_is_reused(tmp_path, c
     (decoded_cache, _), *_ = model.caches()
     path = data.val_set.source_paths()[3]
     x = to_float_chw(load_rgb(path)).unsqueeze(0)
-    stream = compress(model.compressor, x, K)
+    stream = compress(model.compressor, x, K, coding="packed")
     expected = (decompress(model.compressor, stream)[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(data.val_set.image_loader(path), expected)
     assert decoded_cache.record(path).bytes == len(stream)
@@ -178,6 +178,9 @@ def test_decoded_cache_holds_the_real_bitstream_decode_and_is_reused(tmp_path, c
     other_k = make_module("classification", "original", "compressed", cache, compressor_checkpoint, iterations=1)
     other_k.load_compressor(compressor_checkpoint)
     assert other_k.caches()[0][0].directory != decoded_cache.directory
+    smallest = make_module("classification", "original", "compressed", cache, None, stream_coding="smallest")
+    smallest.load_compressor(compressor_checkpoint)
+    assert smallest.caches()[0][0].directory != decoded_cache.directory  # other bytes: another cache
 
 
 def test_a_classical_channel_matched_to_the_compressor_bytes(tmp_path, compressor_checkpoint, imagenet_root):
