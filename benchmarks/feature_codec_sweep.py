@@ -7,7 +7,9 @@ setting: bytes per image (the whole feature stream: header, min/max, image file)
 network input as a baseline JPEG at q = 95 (the paper's "圧縮率" basis: the 224×224 input), encode and
 decode ms per image, and the feature PSNR (10·log10(range² / MSE) of the decoded tensor, per image,
 averaged). Then, at the feature PSNR the paper's layout reaches with HEVC qp35, the bytes every other
-layout/codec needs (interpolated on its curve, log-bytes linear in PSNR).
+layout/codec needs (interpolated on its curve, log-bytes linear in PSNR; "≤ b" where even the curve's
+lowest setting is better). The ``r_channel`` image is also coded at 4:4:4 (HEVC, AVIF): in 4:2:0 the R
+plane reaches the codec as luma 0.299·R plus subsampled chroma, which caps its fidelity.
 
 Images: the network input of the scikit-image photos (:mod:`datamodules.sample_images`; shorter side
 to 256, centre crop 224). The edge runs with ``--weights`` (torchvision ImageNet weights: the paper's
@@ -54,24 +56,36 @@ from models.split_backbones import TRUNKS, split_classifier  # noqa: E402
 HEVC_QPS = (10, 20, 30, 35, 40, 50)  # the paper's Tables 6 and 8
 QUALITIES = (10, 30, 50, 70, 80, 90)  # the paper's WebP Tables 7 and 9 use 10 … 90
 INPUT_JPEG_QUALITY = 95
-REFERENCE = {"codec": "hevc", "quality": 35, "layout": "r_channel"}
+REFERENCE = {"codec": "hevc", "quality": 35, "layout": "r_channel", "chroma": "420"}
 """The paper's setting whose feature PSNR the equal-fidelity table is taken at."""
 
 
 def settings(
-    codecs: list[str], layouts: list[str], qps: list[int], qualities: list[int], bits: int
+    codecs: list[str],
+    layouts: list[str],
+    qps: list[int],
+    qualities: list[int],
+    bits: int,
+    chromas: tuple[str, ...] = ("420",),
 ) -> list[FeatureCodec]:
-    """Every valid codec setting of the sweep (10-bit only where a codec takes it)."""
+    """Every valid codec setting of the sweep (10-bit only where a codec takes it; 4:4:4 only for the
+    ``r_channel`` image with HEVC or AVIF)."""
     out = []
     for layout in layouts:
-        for codec in codecs:
-            knobs: list[int | None] = [None] if codec == "png" else list(qps if codec == "hevc" else qualities)
-            for quality in knobs:
-                try:
-                    out.append(FeatureCodec(codec, quality, layout, bits))
-                except ValueError:
-                    continue
+        for chroma in chromas:
+            for codec in codecs:
+                knobs: list[int | None] = [None] if codec == "png" else list(qps if codec == "hevc" else qualities)
+                for quality in knobs:
+                    try:
+                        out.append(FeatureCodec(codec, quality, layout, bits, chroma=chroma))
+                    except ValueError:
+                        continue
     return out
+
+
+def curve_of(row: dict) -> str:
+    """The curve a row belongs to: codec and layout (and 4:4:4 when not 4:2:0)."""
+    return f"{row['codec']} / {row['layout']}" + (" 4:4:4" if row.get("chroma") == "444" else "")
 
 
 def network_inputs(photos: list[str], image_size: int) -> torch.Tensor:
@@ -127,7 +141,7 @@ def task_metrics(checkpoint: str, codec: FeatureCodec, args: argparse.Namespace)
 
 def bytes_at_psnr(rows: list[dict], target: float) -> float | None:
     """Bytes one curve (rows of one trunk/layout/codec) needs for ``target`` dB: log-bytes interpolated
-    linearly between the two settings around it; ``None`` if the curve never gets there."""
+    linearly between the two settings around it; ``None`` if the target is outside the curve's range."""
     points = sorted((r["feature_psnr"], r["bytes_per_image"]) for r in rows if math.isfinite(r["feature_psnr"]))
     for (p0, b0), (p1, b1) in zip(points, points[1:], strict=False):
         if p0 <= target <= p1 and p1 > p0:
@@ -146,13 +160,15 @@ def equal_fidelity(rows: list[dict]) -> list[dict]:
         if not ref:
             continue
         target, ref_bytes = ref[0]["feature_psnr"], ref[0]["bytes_per_image"]
-        for layout, codec in dict.fromkeys((r["layout"], r["codec"]) for r in mine):
-            curve = [r for r in mine if r["layout"] == layout and r["codec"] == codec]
-            if codec == "png":
-                continue
+        for name in dict.fromkeys(curve_of(r) for r in mine if r["codec"] != "png"):
+            curve = [r for r in mine if curve_of(r) == name]
             need = bytes_at_psnr(curve, target)
-            out.append({"trunk": trunk, "layout": layout, "codec": codec, "feature_psnr": target,
-                        "bytes_per_image": need, "vs_reference": None if need is None else need / ref_bytes,
+            bound = False
+            lowest = min(curve, key=lambda r: r["feature_psnr"])
+            if need is None and lowest["feature_psnr"] > target:  # even its lowest setting is better: ≤ its bytes
+                need, bound = lowest["bytes_per_image"], True
+            out.append({"trunk": trunk, "curve": name, "feature_psnr": target, "bytes_per_image": need,
+                        "at_most": bound, "vs_reference": None if need is None else need / ref_bytes,
                         "input_percent": None if need is None else 100 * need / ref[0]["input_jpeg_bytes"]})  # fmt: skip
     return out
 
@@ -164,7 +180,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         console.print(f"[yellow]codecs not in this build, skipped: {skipped}")
     inputs = network_inputs(args.photos, args.image_size)
     jpeg = [len(encode_image(image, "jpeg", INPUT_JPEG_QUALITY)) for image in inputs]
-    grid = settings(codecs, args.layouts, args.qps, args.qualities, args.bits)
+    grid = settings(codecs, args.layouts, args.qps, args.qualities, args.bits, tuple(args.chromas))
     rows: list[dict] = []
     weights_note = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -181,7 +197,8 @@ def run(args: argparse.Namespace, console: Console) -> dict:
             task = progress.add_task(f"{trunk} {tuple(features.shape[1:])}", total=len(grid))
             for codec in grid:
                 row = {"trunk": trunk, "layout": codec.layout, "codec": codec.codec, "quality": codec.quality,
-                       "bits": codec.bits, "setting": codec.name, **measure(codec, features)}  # fmt: skip
+                       "bits": codec.bits, "chroma": codec.chroma, "setting": codec.name,
+                       **measure(codec, features)}  # fmt: skip
                 row["input_jpeg_bytes"] = statistics.mean(jpeg)
                 row["input_percent"] = 100 * row["bytes_per_image"] / row["input_jpeg_bytes"]
                 if args.checkpoint and trunk == args.checkpoint_trunk:
@@ -203,21 +220,21 @@ def print_tables(results: dict, console: Console) -> None:
                   f"basis: input JPEG q={results['input_jpeg_quality']}. Trunk weights: {results['weights']}")  # fmt: skip
     extra = [k for k in ("acc_top1", "acc_top5", "map50") if any(k in r for r in results["rows"])]
     table = Table(title="feature codec sweep")
-    for column in ("trunk", "layout", "codec", "q/qp", "bytes", "% input", "enc ms", "dec ms", "feat. PSNR", *extra):
-        table.add_column(column, justify="left" if column in ("trunk", "layout", "codec") else "right")
+    for column in ("trunk", "codec / layout", "q/qp", "bytes", "% input", "enc ms", "dec ms", "feat. PSNR", *extra):
+        table.add_column(column, justify="left" if column in ("trunk", "codec / layout") else "right")
     for r in results["rows"]:
-        table.add_row(r["trunk"], r["layout"], r["codec"], "—" if r["quality"] is None else str(r["quality"]),
+        table.add_row(r["trunk"], curve_of(r), "—" if r["quality"] is None else str(r["quality"]),
                       f"{r['bytes_per_image']:.0f}", f"{r['input_percent']:.2f}", f"{r['encode_ms']:.1f}",
                       f"{r['decode_ms']:.1f}", f"{r['feature_psnr']:.2f}",
                       *(f"{r[k]:.2f}" if k in r else "" for k in extra))  # fmt: skip
     console.print(table)
     same = Table(title="bytes at the feature PSNR of the paper's layout with HEVC qp35")
-    for column in ("trunk", "layout", "codec", "feat. PSNR", "bytes", "× r_channel/hevc", "% input"):
-        same.add_column(column, justify="left" if column in ("trunk", "layout", "codec") else "right")
+    for column in ("trunk", "codec / layout", "feat. PSNR", "bytes", "× r_channel/hevc", "% input"):
+        same.add_column(column, justify="left" if column in ("trunk", "codec / layout") else "right")
     for r in results["equal_fidelity"]:
         need = r["bytes_per_image"]
-        same.add_row(r["trunk"], r["layout"], r["codec"], f"{r['feature_psnr']:.2f}",
-                     "not reached" if need is None else f"{need:.0f}",
+        same.add_row(r["trunk"], r["curve"], f"{r['feature_psnr']:.2f}",
+                     "not reached" if need is None else ("≤ " if r["at_most"] else "") + f"{need:.0f}",
                      "" if need is None else f"{r['vs_reference']:.2f}",
                      "" if need is None else f"{r['input_percent']:.2f}")  # fmt: skip
     console.print(same)
@@ -233,13 +250,12 @@ def plot(results: dict, path: Path) -> Path:
     )
     for col, trunk in enumerate(trunks):
         mine = [r for r in results["rows"] if r["trunk"] == trunk and r["codec"] != "png"]
-        for layout, codec in dict.fromkeys((r["layout"], r["codec"]) for r in mine):
-            curve = sorted((r for r in mine if r["layout"] == layout and r["codec"] == codec),
-                           key=lambda r: r["input_percent"])  # fmt: skip
+        for name in dict.fromkeys(curve_of(r) for r in mine):
+            curve = sorted((r for r in mine if curve_of(r) == name), key=lambda r: r["input_percent"])
             for row, key in enumerate(["feature_psnr"] + ([metric] if metric else [])):
                 points = [r for r in curve if key in r and math.isfinite(r[key])]
                 axes[row][col].plot([r["input_percent"] for r in points], [r[key] for r in points], marker="o",
-                                    label=f"{codec} / {layout}")  # fmt: skip
+                                    label=name)  # fmt: skip
         for row, label in enumerate(["feature PSNR [dB]"] + ([metric] if metric else [])):
             ax = axes[row][col]
             ax.set_xscale("log")
@@ -264,6 +280,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--qps", nargs="+", type=int, default=list(HEVC_QPS), help="HEVC constant QPs")
     p.add_argument("--qualities", nargs="+", type=int, default=list(QUALITIES), help="WebP / AVIF qualities")
+    p.add_argument(
+        "--chromas",
+        nargs="+",
+        choices=["420", "444"],
+        default=["420", "444"],
+        help="chroma of the r_channel image (4:4:4 only with hevc/avif)",
+    )
     p.add_argument("--bits", type=int, default=8, choices=[8, 10], help="min–max bits (10: png/hevc grey layouts)")
     p.add_argument("--photos", nargs="+", choices=SAMPLE_PHOTOS, default=list(SAMPLE_PHOTOS))
     p.add_argument("--image-size", type=int, default=224)

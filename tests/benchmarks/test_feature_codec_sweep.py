@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from benchmarks.feature_codec_sweep import bytes_at_psnr, main, network_inputs, settings
+from benchmarks.feature_codec_sweep import bytes_at_psnr, equal_fidelity, main, network_inputs, settings
 from coding.image_codecs import available_codecs, encode_image
 
 
@@ -17,10 +17,33 @@ def test_bytes_at_psnr_interpolates_log_bytes():
     assert bytes_at_psnr(rows, 31.0) is None  # the curve never gets there
 
 
+def test_equal_fidelity_is_taken_at_the_papers_setting():
+    def row(layout, quality, psnr, size, chroma="420"):
+        return {"trunk": "t", "codec": "hevc", "layout": layout, "quality": quality, "chroma": chroma,
+                "feature_psnr": psnr, "bytes_per_image": size, "input_jpeg_bytes": 2000.0}  # fmt: skip
+
+    rows = [
+        row("r_channel", 35, 25.0, 1000.0), row("r_channel", 40, 22.0, 500.0),  # the reference: 25 dB
+        row("mono", 40, 24.0, 300.0), row("mono", 35, 26.0, 1200.0),  # 25 dB halfway: √(300·1200) = 600
+        row("square", 50, 28.0, 400.0), row("square", 40, 35.0, 900.0),  # better than 25 dB everywhere
+        row("r_channel", 35, 21.0, 3000.0, chroma="444"),  # never gets there
+    ]  # fmt: skip
+    out = {r["curve"]: r for r in equal_fidelity(rows)}
+    assert out["hevc / r_channel"]["bytes_per_image"] == pytest.approx(1000.0)
+    assert out["hevc / mono"]["bytes_per_image"] == pytest.approx(600.0)
+    assert out["hevc / mono"]["vs_reference"] == pytest.approx(0.6)
+    assert out["hevc / mono"]["input_percent"] == pytest.approx(30.0)
+    assert out["hevc / square"]["bytes_per_image"] == 400.0 and out["hevc / square"]["at_most"]
+    assert out["hevc / r_channel 4:4:4"]["bytes_per_image"] is None
+
+
 def test_settings_skip_impossible_combinations():
     grid = settings(["png", "webp", "hevc"], ["r_channel", "mono"], [30], [50], bits=10)
     # 10-bit levels exist only for png and hevc on grey layouts
     assert sorted(c.name for c in grid) == ["hevc-qp30-mono-10b", "png-mono-10b"]
+    grid = settings(["png", "webp", "hevc"], ["r_channel", "mono"], [30], [50], bits=8, chromas=("420", "444"))
+    # 4:4:4 only for the RGB image with hevc (or avif)
+    assert [c.name for c in grid if c.chroma == "444"] == ["hevc-qp30-r_channel-8b-444"]
 
 
 @pytest.mark.slow
@@ -30,7 +53,7 @@ def test_sweep_runs_on_a_photo(tmp_path):
     out = tmp_path / "sweep"
     results = main([
         "--trunks", "mobilenet_v2", "--width", "0.25", "--photos", "coffee", "--image-size", "64",
-        "--codecs", "png", "hevc", "--qps", "20", "35", "50", "--layouts", "r_channel", "mono", "--out", str(out),
+        "--codecs", "png", "hevc", "--qps", "20", "35", "50", "--layouts", "r_channel", "mono", "--chromas", "420", "--out", str(out),
     ])  # fmt: skip
     assert {p.name for p in out.iterdir()} == {f"feature_codec_sweep.{e}" for e in ("json", "csv", "png")}
     assert json.loads((out / "feature_codec_sweep.json").read_text())["rows"] == results["rows"]
@@ -48,5 +71,5 @@ def test_sweep_runs_on_a_photo(tmp_path):
     jpeg = len(encode_image(network_inputs(["coffee"], 64)[0], "jpeg", 95))
     assert all(r["input_jpeg_bytes"] == jpeg for r in rows)
     assert rows[0]["input_percent"] == pytest.approx(100 * rows[0]["bytes_per_image"] / jpeg)
-    reference = [r for r in results["equal_fidelity"] if r["layout"] == "r_channel" and r["codec"] == "hevc"]
+    reference = [r for r in results["equal_fidelity"] if r["curve"] == "hevc / r_channel"]
     assert reference[0]["vs_reference"] == pytest.approx(1.0)
