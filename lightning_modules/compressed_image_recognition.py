@@ -165,7 +165,7 @@ class CompressedImageRecognition(L.LightningModule):
         cache_workers: worker processes that build a cache (they run classical codecs, and the
             recurrent codec when the model is on the CPU; on a GPU the codec runs in this process).
         arch: torchvision classifier (``resnet50`` in the paper; any name ``torchvision.models.get_model``
-            knows, e.g. ``resnet18`` for tests).
+            knows whose classifier is ``fc``, e.g. ``resnet18``, or ``shufflenet_v2_x0_5`` for tests).
         weights: torchvision weights of ``arch`` (``IMAGENET1K_V1``, ``IMAGENET1K_V2``; downloaded on first
             use) or ``None`` (random initialisation). The classifier layer is new when ``num_classes`` ≠ 1000.
         detector_arch: ``ssdlite_mobilenet_v2`` (MobileNetV2-SSDLite, our stand-in for the paper's MobileNet-SSD,
@@ -239,6 +239,8 @@ class CompressedImageRecognition(L.LightningModule):
         if task == "classification":
             model_weights = get_model_weights(arch)[weights] if weights else None
             net = get_model(arch, weights=model_weights)
+            if not isinstance(getattr(net, "fc", None), nn.Linear):
+                raise ValueError(f"arch {arch!r} has no `fc` classifier layer; use a ResNet-style torchvision model")
             if num_classes != net.fc.out_features:
                 net.fc = nn.Linear(net.fc.in_features, num_classes)
             self.recogniser = nn.Sequential(ImageNormalize(), net)

@@ -37,7 +37,7 @@ def test_report_of_validated_runs(tmp_path):
         model = CompressedImageRecognition(
             num_classes=10, train_on=train_on, eval_on=eval_on, channel=channel, iterations=k, codec_width=0.0625,
             init_compressor_from=str(compressor), decoded_cache_dir=str(tmp_path / "cache"), cache_workers=0,
-            arch="resnet18",
+            arch="shufflenet_v2_x0_5",
         )  # fmt: skip
         data = ImageNetSubset(
             root, class_list=f"{root}/class_list.txt", image_size=32, batch_size=10, num_workers=0, pin_memory=False

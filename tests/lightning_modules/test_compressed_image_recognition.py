@@ -73,7 +73,7 @@ def voc(root: str) -> VOC:
 def make_module(task: str, train_on: str, eval_on: str, cache: str, compressor: str | None, **kwargs):
     common = {"codec_width": WIDTH, "iterations": K, "decoded_cache_dir": cache, "cache_workers": 0}
     if task == "classification":
-        common.update(num_classes=10, arch="resnet18", lr=0.01)
+        common.update(num_classes=10, arch="shufflenet_v2_x0_5", lr=0.01)
     else:
         common.update(num_classes=21, detector_width=0.25, detector_image_size=64, lr=0.01)
     return CompressedImageRecognition(
