@@ -71,15 +71,16 @@ SPECIAL_CKPT = ("last", "hpc", "best", "registry")
 CKPT_HELP = {
     "fit": (
         "Resume this run: a checkpoint file, or `last` = the newest complete checkpoint (checkpoints/last.ckpt "
-        "or a SLURM hpc_ckpt_*.ckpt) of --run.id or, without --run.id, of the newest run named --run.name. "
-        "With nothing to resume `last` is an error unless --run.resume_if_present true. Weights, optimiser, "
-        "scheduler, loop position and RNG state are restored. Not for fine-tuning: use the model's init_from. "
-        "Without it, fit starts a new run and refuses a run directory that already holds one."
+        "or a SLURM hpc_ckpt_*.ckpt) of --run.id (under SLURM by default: this job's run) or else of the newest "
+        "run named --run.name. With nothing to resume `last` is an error unless --run.resume_if_present true. "
+        "Weights, optimiser, scheduler, loop position and RNG state are restored. Not for fine-tuning: use the "
+        "model's init_from. Without it, fit starts a new run and refuses a run directory that already holds one."
     ),
     "eval": (
         "Checkpoint to evaluate: a file (its run directory receives this command's config and logs), or "
-        "`last` = the newest complete checkpoint of --run.id or, without --run.id, of the newest run named "
-        "--run.name; an error when there is none. Without it the model is evaluated as constructed."
+        "`last` = the newest complete checkpoint of --run.id (under SLURM by default: this job's run) or else "
+        "of the newest run named --run.name; an error when there is none. Without it the model is evaluated "
+        "as constructed."
     ),
 }
 

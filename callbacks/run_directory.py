@@ -5,9 +5,9 @@ Layout: ``<root>/<name>/<run_id>/`` holding ``checkpoints/last.ckpt`` (and the b
 ``config.yaml`` (the fit's resolved config; every later command writes ``config.<segment>.yaml`` beside
 it), ``run.lock`` while a fit runs, ``wandb/`` or ``csv/``, and ``plots/`` from plotting callbacks.
 
-The run id is, in order: the one given; with ``--ckpt_path last``, the newest run of that name that has a
-checkpoint; ``slurm-<job id>`` under SLURM (the same on every rank and after a requeue;
-``<array job>_<task>`` for array tasks); else a timestamp.
+The run id is, in order: the one given; ``slurm-<job id>`` under SLURM (the same on every rank and after
+a requeue; ``<array job>_<task>`` for array tasks); with ``--ckpt_path last``, the newest run of that
+name that has a checkpoint; else a timestamp (made unique).
 
 A run id is one run: :func:`has_run` tells whether a directory already holds one, and the command line
 refuses to start a fresh ``fit`` there.
@@ -114,14 +114,14 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
 def resolve_run_dir(config: RunConfig, model_class: str, resume_last: bool = False) -> Path:
     """The run directory for ``config`` (see the module docstring for the rules)."""
     experiment = Path(config.root) / (config.name or snake_case(model_class))
-    if config.id is None and resume_last and experiment.is_dir():
+    run_id = config.id or slurm_run_id()  # under SLURM, `last` is the job's own run (array tasks run side by side)
+    if run_id is not None:
+        return experiment / run_id
+    if resume_last and experiment.is_dir():
         newest = {d: newest_checkpoint(d) for d in experiment.iterdir() if d.is_dir()}
         previous = {d: ckpt.stat().st_mtime for d, ckpt in newest.items() if ckpt is not None}
         if previous:
             return max(previous, key=previous.__getitem__)
-    run_id = config.id or slurm_run_id()
-    if run_id is not None:
-        return experiment / run_id
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir, n = experiment / stamp, 1
     while run_dir.exists():  # two runs started within one second

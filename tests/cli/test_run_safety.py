@@ -23,6 +23,13 @@ REPO = Path(__file__).resolve().parents[2]
 FAST = ["--trainer.limit_val_batches", "0", "--trainer.enable_model_summary", "false"]
 
 
+@pytest.fixture(autouse=True)
+def outside_slurm(monkeypatch):
+    """Run ids and `last` follow the SLURM job inside one (e.g. `srun make test`); these tests are about the rest."""
+    for key in [k for k in os.environ if k.startswith("SLURM_")]:
+        monkeypatch.delenv(key)
+
+
 def cli(subcommand: str, args: list[str], root: Path, *extra: str) -> SplitCVCLI:
     return SplitCVCLI(args=[subcommand, *args, "--run.root", str(root), *extra])
 
