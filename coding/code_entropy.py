@@ -145,8 +145,8 @@ def _indexes(shape: tuple[int, ...]) -> list[int]:
 def _rans_encode(bits: np.ndarray, q: np.ndarray) -> bytes:
     cdfs = _cdfs(q)
     symbols = bits.reshape(-1).astype(np.int32).tolist() + [0] * PAD_SYMBOLS
-    return _rans().RansEncoder().encode_with_indexes(
-        symbols, _indexes(bits.shape), cdfs, [4] * len(cdfs), [0] * len(cdfs)
+    return (
+        _rans().RansEncoder().encode_with_indexes(symbols, _indexes(bits.shape), cdfs, [4] * len(cdfs), [0] * len(cdfs))
     )
 
 
@@ -241,8 +241,10 @@ def _decode_chunk(q: np.ndarray, encoded: bytes, shape: tuple[int, ...]) -> np.n
     count = math.prod(shape) + PAD_SYMBOLS
     cdfs = _cdfs(q)
     guard = bytes(_WORD * (count + 2))  # the decoder reads at most one word per symbol, two at its start
-    symbols = _rans().RansDecoder().decode_with_indexes(
-        encoded + guard, _indexes(shape), cdfs, [4] * len(cdfs), [0] * len(cdfs)
+    symbols = (
+        _rans()
+        .RansDecoder()
+        .decode_with_indexes(encoded + guard, _indexes(shape), cdfs, [4] * len(cdfs), [0] * len(cdfs))
     )
     bits = np.asarray(symbols, dtype=np.int64)
     if bits.size != count or bits.min(initial=0) < 0 or bits.max(initial=0) > 1 or bits[-PAD_SYMBOLS:].any():

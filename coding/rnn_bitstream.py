@@ -255,7 +255,7 @@ def stream_bytes_per_image(codes: Tensor, coding: Coding = "smallest") -> Tensor
     """
     _check_coding(coding)
     iterations, batch, bits, h, w = _check_codes(codes)
-    codes = codes.detach().cpu()
+    codes = codes.detach().to("cpu", torch.float32)  # ±1 are exact in any float type (bf16 under autocast)
     signs_to_bits(codes)  # ±1 check, also for the packed sizes
     ks = np.arange(1, iterations + 1)
     packed = np.array([packed_size(int(k) * bits * h * w) for k in ks], dtype=np.int64)
@@ -327,7 +327,7 @@ def compress_codes(codec: RNNCodec, codes: Tensor, size: tuple[int, int], coding
         raise ValueError(
             f"T={iterations}, B={batch}, H={height}, W={width}, bits={codec.bits} must be in 1..{_MAX_U16}"
         )
-    payload, entropy_coded = _payload(codes.detach().cpu(), coding)
+    payload, entropy_coded = _payload(codes.detach().to("cpu", torch.float32), coding)
     info = BitstreamInfo(
         version=VERSION,
         entropy_coded=entropy_coded,

@@ -229,7 +229,7 @@ class CodeRecognition(L.LightningModule):
         self.log(f"{stage}/loss", F.cross_entropy(out["logits"], labels), batch_size=n, sync_dist=True)
         self.acc_top1[stage].update(out["logits"], labels)
         self.acc_top5[stage].update(out["logits"], labels)
-        sizes = stream_bytes_per_image(out["codes"])[-1].to(torch.float64)  # each image's stream of k iterations
+        sizes = stream_bytes_per_image(out["codes"])[-1].to(images.device, torch.float32)  # each image's k-it. stream
         pixels = images.shape[-2] * images.shape[-1]
         self.bytes_per_image[stage].update(sizes)
         self.pixels_per_image[stage].update(torch.full_like(sizes, pixels))

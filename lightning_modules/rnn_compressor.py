@@ -85,7 +85,7 @@ class RNNCompressor(L.LightningModule):
     def _evaluate(self, batch: tuple[Tensor, list[str]], stage: str) -> dict[str, Tensor]:
         x, _ = batch
         out = self.codec(x, self.iterations)  # in eval: the sign codes that compress() would write
-        sizes = stream_bytes_per_image(out["codes"]).to(torch.float64)  # (T, B), each image's own stream
+        sizes = stream_bytes_per_image(out["codes"]).to(x.device, torch.float32)  # (T, B), each image's own stream
         pixels = x.shape[-2] * x.shape[-1]
         for k in range(self.iterations):
             self.val_psnr[k].update(psnr(out["x_hats"][k], x))

@@ -20,7 +20,9 @@ def test_fuzzed_streams_decode_right_or_raise_value_error():
         timeout=600,
         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
     )
-    assert run.returncode == 0, f"fuzz process exited with {run.returncode} (negative: killed by a signal)\n{run.stderr}"
+    assert run.returncode == 0, (
+        f"fuzz process exited with {run.returncode} (negative: killed by a signal)\n{run.stderr}"
+    )
     report = json.loads(run.stdout.strip().splitlines()[-1])
     print(json.dumps(report, indent=1))
     outcomes = report["outcomes"]

@@ -240,3 +240,10 @@ def test_max_pixels_refuses_large_claims_before_any_work(codec):
     with pytest.raises(ValueError, match="3072 pixels, more than max_pixels=3071"):
         rb.decompress(codec, data, max_pixels=2 * 32 * 48 - 1)
     assert rb.decompress(codec, data, max_pixels=None).shape == (2, 3, 32, 48)
+
+
+def test_bfloat16_codes_give_the_same_stream(codec):
+    # under bf16-mixed autocast the binarizer's ±1 come out as bfloat16; they are the same codes
+    codes = codec.encode(images(1, 37, 21, seed=7), 2)
+    assert torch.equal(rb.stream_bytes_per_image(codes.bfloat16()), rb.stream_bytes_per_image(codes))
+    assert rb.compress_codes(codec, codes.bfloat16(), (37, 21)) == rb.compress_codes(codec, codes, (37, 21))

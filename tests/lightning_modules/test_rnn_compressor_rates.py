@@ -26,7 +26,11 @@ def test_val_rates_are_measured_from_each_images_stream_and_the_codec_runs_once(
     calls = []
     model.codec.encoder.register_forward_hook(lambda *_: calls.append(1))
     trainer = L.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     metrics = trainer.validate(model, loader, verbose=False)[0]
     assert len(calls) == T * len(images)  # one pass of T iterations per batch, no second encode for the rate
