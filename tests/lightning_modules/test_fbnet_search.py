@@ -3,6 +3,7 @@ run outputs, fit and exact resume through the command line."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import lightning as L
@@ -10,10 +11,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from benchmarks.fbnet_report import collect, paper_label, write_report
 from datamodules.cifar10 import CIFAR10
 from datamodules.fixtures import write_cifar10
 from lightning_modules.fbnet_search import FBNetSearch, gumbel_temperature
-from models.fbnet import one_hot, read_architecture
+from models.fbnet import FBNetChildNet, one_hot, read_architecture
 from models.fbnet_costs import CostSettings, build_cost_table
 from train import SplitCVCLI
 
@@ -152,6 +154,15 @@ def test_fit_writes_the_run_outputs_and_resumes_exactly(tmp_path, cifar_root, co
     for name in ("architecture.txt", "architecture_sampled.txt", "architectures/epoch_001.txt"):
         space, arch = read_architecture(run / name)
         assert space.num_layers == 2 and len(arch) == 2
+    # the report gathers the finished search (no child test yet: accuracy blank, params from the file)
+    (row,) = collect(tmp_path)
+    best = json.loads((run / "export.json").read_text())["best_sampled"]
+    assert row["architecture"] == best["architecture"] and row["acc_pct"] is None
+    assert row["table_s_10k"] == pytest.approx(best["latency_ms"] * 10)  # ms per image → s per 10,000 images
+    space, arch = read_architecture(run / "architecture_sampled.txt")
+    assert row["params_m"] * 1e6 == sum(p.numel() for p in FBNetChildNet(space, arch).parameters())
+    paths = write_report([row], tmp_path / "report")
+    assert paths["figure_other"].stat().st_size > 0 and "fb_net_search" in paths["md"].read_text()
     part_run, first = cli_fit(tmp_path, "part", cifar_root, costs, "--trainer.max_epochs", "1")
     assert first["global_step"] == 2
     _, resumed = cli_fit(tmp_path, "part", cifar_root, costs, "--trainer.max_epochs", "2", "--ckpt_path", "last")
@@ -161,3 +172,13 @@ def test_fit_writes_the_run_outputs_and_resumes_exactly(tmp_path, cifar_root, co
         assert torch.equal(value, resumed["state_dict"][key]), key
     theta = full["state_dict"]["supernet.theta"]
     assert not torch.equal(theta, first["state_dict"]["supernet.theta"])  # epoch 2 trained theta; the check can fail
+
+
+def test_report_names_runs_as_the_paper_does():
+    assert [paper_label(n) for n in ("fbnet_s1_l35", "fbnet_s2_normal", "fbnet_s2_l80", "fbnet_fbnet3", "mine")] == [
+        "S1-L35",
+        "S2-Normal",
+        "S2-L80",
+        "FBNet3",
+        "mine",
+    ]
