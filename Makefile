@@ -18,8 +18,10 @@ install: $(STAMP)
 # quiet 2-core machine), then codes the held-out photos at iterations 1..T beside JPEG and WebP at the nearest
 # bpp: table + plot in runs/rnn_compressor_demo/$(DEMO_ID)/rate_distortion/.
 # A run is never trained over: a finished demo is kept and reported (train another with DEMO_ID=name); an
-# interrupted one continues from its last checkpoint.
+# interrupted one continues from its last checkpoint. DEMO_ARGS are added to the fit (e.g. a shorter run:
+# DEMO_ARGS="--trainer.max_epochs 2").
 DEMO_ID ?= demo
+DEMO_ARGS ?=
 DEMO_RUN := runs/rnn_compressor_demo/$(DEMO_ID)
 DEMO_RESULTS := $(DEMO_RUN)/rate_distortion/rate_distortion.json
 
@@ -31,7 +33,7 @@ demo: $(STAMP)
 		set -ex; \
 		WANDB_MODE=$${WANDB_MODE:-offline} $(PY) train.py fit --config configs/trainer/cpu.yaml \
 			--config configs/rnn_compressor/demo.yaml --run.id $(DEMO_ID) \
-			$(if $(wildcard $(DEMO_RUN)/checkpoints/last.ckpt $(DEMO_RUN)/hpc_ckpt_*.ckpt),--ckpt_path last); \
+			$(if $(wildcard $(DEMO_RUN)/checkpoints/last.ckpt $(DEMO_RUN)/hpc_ckpt_*.ckpt),--ckpt_path last) $(DEMO_ARGS); \
 		$(PY) -m benchmarks.rate_distortion --checkpoint $(DEMO_RUN)/checkpoints/last.ckpt \
 			--out $(DEMO_RUN)/rate_distortion; \
 	fi

@@ -172,15 +172,22 @@ def snapshot(run_dir: Path) -> set[Path]:
 
 def remove_new_paths(run_dir: Path, before: set[Path], created: bool) -> list[Path]:
     """Remove what appeared under ``run_dir`` since ``before`` (the whole directory if ``created``); return
-    the top-most removed paths."""
+    the top-most removed paths. In a directory that existed before, checkpoints and the lock are never
+    removed: a live fit of that run may have written them meanwhile."""
     if created:
         shutil.rmtree(run_dir, ignore_errors=True)
         experiment = run_dir.parent
         if experiment.is_dir() and not any(experiment.iterdir()):
             experiment.rmdir()
         return [run_dir]
-    new = sorted(snapshot(run_dir) - before)
-    tops = [p for p in new if not any(parent in new for parent in p.parents)]
+    keep = checkpoint_dir(run_dir)
+    new = sorted(
+        p
+        for p in snapshot(run_dir) - before
+        if p.suffix != ".ckpt" and p.name != LOCK_FILE and keep not in (p, *p.parents)
+    )
+    new_set = set(new)
+    tops = [p for p in new if new_set.isdisjoint(p.parents)]
     for path in tops:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from callbacks.run_directory import config_file, has_run, run_of_checkpoint, segment_name
+from callbacks.run_directory import config_file, has_run, remove_new_paths, run_of_checkpoint, segment_name, snapshot
 from callbacks.run_lock import LOCK_FILE, RunLock, RunLockedError, _process_start_time, stale_reason
 
 HOST = os.uname().nodename
@@ -60,3 +60,19 @@ def test_run_contents_and_segment_names(tmp_path):
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert run_of_checkpoint(ckpt) == tmp_path and run_of_checkpoint(tmp_path / "hpc_ckpt_1.ckpt") == tmp_path
     assert run_of_checkpoint(tmp_path.parent / "loose.ckpt") is None
+
+
+def test_a_failed_command_removes_only_what_it_added(tmp_path):
+    run_dir = tmp_path / "exp" / "run"
+    (run_dir / "wandb").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("fit")
+    before = snapshot(run_dir)
+    added = [run_dir / "config.test.yaml", run_dir / "wandb" / "offline-run-1" / "run.wandb"]
+    kept = [run_dir / "checkpoints" / "epoch005.ckpt", run_dir / "hpc_ckpt_2.ckpt", run_dir / LOCK_FILE]
+    for path in added + kept:  # the last three: a live fit of the same run, meanwhile
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    removed = remove_new_paths(run_dir, before, created=False)
+    assert sorted(removed) == [run_dir / "config.test.yaml", run_dir / "wandb" / "offline-run-1"]
+    assert all(p.exists() for p in kept) and (run_dir / "config.yaml").exists() and (run_dir / "wandb").is_dir()
+    assert remove_new_paths(run_dir, set(), created=True) == [run_dir] and not (tmp_path / "exp").exists()
