@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
-from coding.rnn_bitstream import compress, decompress
+from coding.rnn_bitstream import CODINGS, compress, decompress, stream_bytes_per_image
 from models.rnn_codec import RNNCodec
 
 
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--patch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, nargs=2, default=[512, 768], metavar=("H", "W"))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--coding", choices=CODINGS, default="smallest", help="payload of the timed stream")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -85,8 +86,10 @@ def main(argv: list[str] | None = None) -> dict:
     codec.eval()
     image = torch.rand(1, 3, *args.image_size, device=device)
     with torch.inference_mode():
-        stream = compress(codec, image, args.iterations)
-        encode_s = timed(lambda: compress(codec, image, args.iterations), device, args.repeats)
+        stream = compress(codec, image, args.iterations, coding=args.coding)
+        encode_s = timed(lambda: compress(codec, image, args.iterations, coding=args.coding), device, args.repeats)
+        codes = codec.encode(image, args.iterations)
+        sizes = {c: int(stream_bytes_per_image(codes, c)[-1, 0]) for c in ("packed", "entropy")}
         decode_s = timed(lambda: decompress(codec, stream), device, args.repeats)
         encode_flops = flops(lambda: codec(image, args.iterations))
     peak = matmul_gflops(device)
@@ -98,7 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
         "train_gflops_per_s": train_flops / train_s / 1e9,
         "encode_ms": encode_s * 1e3, "decode_ms": decode_s * 1e3,
         "encode_gflops_per_s": encode_flops / encode_s / 1e9,
-        "matmul_gflops_per_s": peak, "bytes": len(stream),
+        "matmul_gflops_per_s": peak, "coding": args.coding, "bytes": len(stream),
+        "bytes_packed": sizes["packed"], "bytes_entropy": sizes["entropy"],
     }  # fmt: skip
     table = Table(title=f"recurrent codec, width {args.width}, {args.iterations} iterations, {device}")
     table.add_column("measure")
