@@ -64,7 +64,8 @@ from coding.rnn_bitstream import Coding
 from datamodules.decoded_cache import DecodedImageCache, ImageRecord, source_record
 from datamodules.image_io import load_rgb
 from datamodules.voc_eval import VOCMeanAveragePrecision
-from lightning_modules.checkpoint_init import init_weights_from
+from lightning_modules.checkpoint_init import InitReport, ParentInit, init_weights_from
+from lightning_modules.data_checks import check_class_count
 from lightning_modules.detection_steps import (
     detection_eval_step,
     detection_training_step,
@@ -236,6 +237,7 @@ class CompressedImageRecognition(L.LightningModule):
         self.compressor.requires_grad_(False)
         self.compressor.eval()
         self._compressor_ready = False
+        self.parent_init = ParentInit(self, init_compressor_from, CompressedImageRecognition.load_compressor)
         if task == "classification":
             model_weights = get_model_weights(arch)[weights] if weights else None
             net = get_model(arch, weights=model_weights)
@@ -272,10 +274,14 @@ class CompressedImageRecognition(L.LightningModule):
         self.compressor.eval()
         return self
 
-    def load_compressor(self, path: str) -> None:
+    def load_compressor(self, path: str) -> InitReport:
         """Copy an ``RNNCompressor`` checkpoint's codec into the frozen compressor (weights only)."""
-        init_weights_from(self.compressor, path, key_map={"codec.": ""})
+        report = init_weights_from(self.compressor, path, key_map={"codec.": ""})
         self._compressor_ready = True
+        return report
+
+    def configure_callbacks(self) -> list:
+        return [self.parent_init]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The compressor comes from this run's own checkpoint (never from ``init_compressor_from`` again);
@@ -296,7 +302,7 @@ class CompressedImageRecognition(L.LightningModule):
             return
         path = self.hparams.init_compressor_from
         if path and Path(path).is_file():
-            self.load_compressor(path)
+            self.parent_init.apply(self)  # once; recorded as the run's parent in its checkpoints
         elif required:
             where = f"init_compressor_from={path!r} does not exist" if path else "init_compressor_from is not set"
             raise FileNotFoundError(
@@ -388,6 +394,7 @@ class CompressedImageRecognition(L.LightningModule):
                 self.rates[role] = rate_summary(records)
 
     def setup(self, stage: str) -> None:
+        check_class_count(self.hparams.num_classes, self.trainer)
         if stage != "fit":
             self._ensure_compressor(required=False)
             if self._compressor_ready or not self.uses_compressor or self._only_originals(stage):
