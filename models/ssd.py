@@ -36,11 +36,13 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import MobileNet_V2_Weights, VGG16_Weights, mobilenet_v2
-from torchvision.models.detection import ssd300_vgg16 as tv_ssd300_vgg16
+from torch.func import functional_call
+from torchvision.models import MobileNet_V2_Weights, VGG16_Weights, mobilenet_v2, vgg16
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDFeatureExtractorVGG, SSDHead
 from torchvision.models.detection.ssdlite import SSDLiteHead
+from torchvision.models.vgg import cfgs as vgg_cfgs
+from torchvision.models.vgg import make_layers
 from torchvision.ops.misc import Conv2dNormActivation
 
 HeadType = Literal["ssd", "ssdlite"]
@@ -136,14 +138,22 @@ class FeatureMapsBackbone(nn.Module):
 
 
 @torch.no_grad()
-def _probe(module: nn.Module, size: tuple[int, int]) -> list[tuple[int, int, int]]:
-    """(C, H, W) of each map ``module`` returns for one zero image of ``size`` (eval mode, restored)."""
+def _probe(module: nn.Module, size: tuple[int, int], meta: bool = False) -> list[tuple[int, int, int]]:
+    """(C, H, W) of each map ``module`` returns for one zero image of ``size`` (eval mode, restored).
+
+    ``meta``: run on PyTorch's ``meta`` device, shapes without arithmetic (VGG16 at 300 costs nothing;
+    BatchNorm-heavy nets are slower there than for real, and modules that encode bytes cannot run there).
+    """
     was_training = module.training
     module.eval()
     try:
-        param = next(module.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        out = module(torch.zeros(1, 3, *size, device=device))
+        if meta:
+            fake = {name: torch.empty_like(t, device="meta") for name, t in module.state_dict(keep_vars=True).items()}
+            out = functional_call(module, fake, (torch.zeros(1, 3, *size, device="meta"),))
+        else:
+            param = next(module.parameters(), None)
+            device = param.device if param is not None else torch.device("cpu")
+            out = module(torch.zeros(1, 3, *size, device=device))
     except RuntimeError as err:  # e.g. a 3×3 valid convolution on a 2×2 map
         raise ValueError(f"input {size[0]}×{size[1]}: a feature map vanishes ({err})") from err
     finally:
@@ -156,7 +166,7 @@ def _probe(module: nn.Module, size: tuple[int, int]) -> list[tuple[int, int, int
 def feature_map_shapes(model: SSD, image_size: int | Sequence[int] | None = None) -> list[tuple[int, int, int]]:
     """(C, H, W) of each feature map the heads see, for an input of ``image_size`` (default: the model's)."""
     size = _size(image_size) if image_size is not None else tuple(model.transform.fixed_size[::-1])
-    return _probe(model.backbone, size)  # type: ignore[arg-type]
+    return _probe(model.backbone, size, meta=isinstance(model.backbone, SSDFeatureExtractorVGG))  # type: ignore[arg-type]
 
 
 def num_default_boxes(model: SSD, image_size: int | Sequence[int] | None = None) -> int:
@@ -268,6 +278,19 @@ def ssd_from_feature_maps(
     )
 
 
+def vgg16_features(weights: VGG16_Weights | None = None) -> nn.Sequential:
+    """VGG16's convolutional part (``torchvision.models.vgg16(...).features``, same module names), without
+    building the 120 M-parameter classifier when no weights are loaded (VGG's own initialisation)."""
+    if weights is not None:
+        return vgg16(weights=weights).features
+    features = make_layers(vgg_cfgs["D"], batch_norm=False)
+    for layer in features.modules():
+        if isinstance(layer, nn.Conv2d):  # torchvision's VGG._initialize_weights
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.constant_(layer.bias, 0)
+    return features
+
+
 def ssd300_vgg16(
     num_classes: int = 21,
     weights_backbone: VGG16_Weights | str | None = None,
@@ -275,17 +298,19 @@ def ssd300_vgg16(
     image_size: int = 300,
     **ssd_kwargs,
 ) -> SSD:
-    """torchvision's SSD300 VGG16 (Liu et al. 2016), with ``num_classes`` outputs.
+    """SSD300 VGG16 (Liu et al. 2016) in torchvision's layout, with ``num_classes`` outputs.
 
-    The layers, default boxes (scales 0.07 … 1.05, steps 8, 16, 32, 64, 100, 300 at 300) and
-    normalisation are torchvision's ``ssd300_vgg16``; so the state-dict names are too.
+    The same parts and module names as ``torchvision.models.detection.ssd300_vgg16`` (its
+    ``SSDFeatureExtractorVGG``: conv4_3 with L2 norm, atrous fc6/fc7, conv8_2 … conv11_2; ``SSDHead``;
+    ``DefaultBoxGenerator`` with scales 0.07 … 1.05 and steps 8, 16, 32, 64, 100, 300; its Caffe-VGG
+    normalisation), so its state dicts load; only VGG's classifier, which SSD drops, is never built.
 
     Args:
         num_classes: classes including the background (21 for VOC).
         weights_backbone: ImageNet VGG16 weights, e.g. ``"IMAGENET1K_FEATURES"`` (the ones the SSD
             paper and torchvision's SSD300 start from; downloaded on first use); ``None``: random.
-        trainable_backbone_layers: VGG16 stages left trainable (0–5; torchvision's default 4 with
-            weights, 5 without).
+        trainable_backbone_layers: VGG16 stages left trainable (0–5; as torchvision: 4 with weights,
+            5 without).
         image_size: square input side. At 300 the default boxes are exactly the paper's; at any other
             size the ``steps`` are dropped and box centres follow the feature maps' real grids. The
             two 3×3 valid convolutions at the end need conv9_2 ≥ 3×3: 224 fails with a ``ValueError``
@@ -297,19 +322,24 @@ def ssd300_vgg16(
         raise ValueError(f"ssd300_vgg16 takes a square image_size, got {image_size!r}")
     if isinstance(weights_backbone, str):
         weights_backbone = VGG16_Weights[weights_backbone]
-    tv = tv_ssd300_vgg16(
-        weights=None,
-        num_classes=num_classes,
-        weights_backbone=weights_backbone,
-        trainable_backbone_layers=trainable_backbone_layers,
-    )
-    _check_maps(_probe(tv.backbone, size), size, "ssd300_vgg16")
+    if trainable_backbone_layers is None:
+        trainable_backbone_layers = 4 if weights_backbone is not None else 5
+    if not 0 <= trainable_backbone_layers <= 5:
+        raise ValueError(f"trainable_backbone_layers must be in 0..5, got {trainable_backbone_layers}")
+    features = vgg16_features(weights_backbone)
+    # as torchvision's _vgg_extractor: stages start at 0 and after each of the first four max-pools
+    stages = [0] + [i for i, b in enumerate(features) if isinstance(b, nn.MaxPool2d)][:-1]
+    freeze_before = len(features) if trainable_backbone_layers == 0 else stages[5 - trainable_backbone_layers]
+    features[:freeze_before].requires_grad_(False)
+    backbone = SSDFeatureExtractorVGG(features, highres=False)
+    _check_maps(_probe(backbone, size, meta=True), size, "ssd300_vgg16")
     if size[0] == 300:
-        anchors = tv.anchor_generator
+        anchors = DefaultBoxGenerator(SSD300_ASPECT_RATIOS, scales=SSD300_SCALES, steps=SSD300_STEPS)
     else:
         anchors = DefaultBoxGenerator(SSD300_ASPECT_RATIOS, scales=SSD300_SCALES)
+    head = SSDHead([512, 1024, 512, 256, 256, 256], anchors.num_anchors_per_location(), num_classes)
     defaults = {"image_mean": list(VGG_SSD_MEAN), "image_std": list(VGG_SSD_STD)}
-    return SSD(tv.backbone, anchors, (size[1], size[0]), num_classes, head=tv.head, **{**defaults, **ssd_kwargs})
+    return SSD(backbone, anchors, (size[1], size[0]), num_classes, head=head, **{**defaults, **ssd_kwargs})
 
 
 class MobileNetV2SSDLiteTrunk(nn.Module):
