@@ -22,7 +22,7 @@ from datamodules.sample_images import SampleImagesDataModule, load_sample_photo
 from datamodules.seeding import SeededSampler, SeededSamples, seed_pipeline
 from lightning_modules.rnn_compressor import RNNCompressor
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class SampleRecorder(Callback):
@@ -69,6 +69,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
         assert torch.equal(value, b["state_dict"][key]), key
 
 
+@pytest.mark.slow
 def test_epoch_boundary_resume_with_a_persistent_worker_is_bit_identical(tmp_path: Path) -> None:
     # one persistent worker serves both epochs of the uninterrupted fit; the resumed fit starts a new one
     full, full_seen = fit(tmp_path / "full", max_epochs=2, limit_train_batches=3)
@@ -82,6 +83,7 @@ def test_epoch_boundary_resume_with_a_persistent_worker_is_bit_identical(tmp_pat
     assert_same_weights(full, resumed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [3, 5])  # inside an epoch; at the last batch of a (limited) epoch
 def test_mid_epoch_resume_with_a_worker_neither_loses_nor_repeats_a_sample(tmp_path: Path, stop: int) -> None:
     steps = {"max_epochs": -1, "limit_train_batches": 5}
@@ -167,3 +169,45 @@ def test_a_samples_crop_and_flip_are_drawn_independently() -> None:
     rows, flips = crop_row_and_flip(make(), seed_pipeline)
     assert abs(np.corrcoef(rows, flips)[0, 1]) < 0.2
     assert 0.35 < flips.mean() < 0.65
+
+
+class Indices(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 20
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+def test_under_ddp_each_rank_resumes_its_own_shard_mid_epoch() -> None:
+    # what Lightning does under DDP: the DataModule's loader is built inside its re-instantiation context,
+    # then re-created with a DistributedSamplerWrapper around our sampler (and our batch sampler re-created)
+    from lightning.fabric.utilities.data import _replace_dunder_methods
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import BatchSampler, DataLoader
+
+    with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
+        loader = seeded_loader(Indices(), train=True, batch_size=3, num_workers=0, seed=7)
+
+    def rank_loader(rank: int):
+        sampler = DistributedSamplerWrapper(loader.batch_sampler.sampler, num_replicas=2, rank=rank, shuffle=True)
+        return _update_dataloader(loader, sampler)
+
+    def epoch(dl, state=None) -> list[list[int]]:
+        if state is not None:
+            dl.load_state_dict(state)
+        dl.batch_sampler.sampler.set_epoch(1)  # Lightning, at the start of the epoch (after the load)
+        return [batch.tolist() for batch in dl]
+
+    shards = [epoch(rank_loader(rank)) for rank in (0, 1)]
+    seen = sorted(i for shard in shards for batch in shard for i in batch)
+    assert seen == sorted(set(seen)) and len(seen) == 18  # 10 per rank, the last partial batch dropped
+    for rank, full in enumerate(shards):
+        stopped = rank_loader(rank)
+        stopped.batch_sampler.sampler.set_epoch(1)
+        head = [batch.tolist() for _, batch in zip(range(2), stopped, strict=False)]
+        assert stopped.state_dict() == {"epoch": 1, "batches": 2}
+        assert head + epoch(rank_loader(rank), stopped.state_dict()) == full
+        # a saved position of an epoch that has ended is not applied to the next one
+        assert epoch(rank_loader(rank), {"epoch": 0, "batches": 2}) == full
