@@ -1,7 +1,10 @@
 """Checkpoint the random number generators, so a resumed run draws what an uninterrupted one would.
 
 Lightning restores weights, optimiser, schedulers and loop counters, but not the global RNGs: the
-stochastic binarizer, the patch crops and the DataLoader's shuffling would all differ after a resume.
+stochastic binarizer's noise (and any dropout) would differ after a resume. The data pipeline does not
+depend on them: the order and augmentation of every sample follow from (seed, epoch, index)
+(``datamodules.seeding``), and the loader's position within an epoch is checkpointed by Lightning
+(``datamodules.loaders``).
 """
 
 from __future__ import annotations
