@@ -186,6 +186,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:  # fmt: skip
         for trunk in args.trunks:
+            torch.manual_seed(args.seed)  # a randomly initialised trunk is the same one on every run
             try:
                 model = split_classifier(trunk, 1000, args.weights, args.width).eval()
                 weights_note[trunk] = args.weights or "random initialisation (no --weights)"
@@ -210,6 +211,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         "image_size": args.image_size,
         "input_jpeg_quality": INPUT_JPEG_QUALITY,
         "weights": weights_note,
+        "seed": args.seed,
         "rows": rows,
         "equal_fidelity": equal_fidelity(rows),
     }
@@ -291,6 +293,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--photos", nargs="+", choices=SAMPLE_PHOTOS, default=list(SAMPLE_PHOTOS))
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--weights", default=None, help="torchvision weights of the trunks, e.g. IMAGENET1K_V1")
+    p.add_argument("--seed", type=int, default=0, help="seed of a randomly initialised trunk")
     p.add_argument("--width", type=float, default=1.0, help="channel multiplier (< 1 only without weights)")
     p.add_argument("--checkpoint", default=None, help="a SharedTrunkTask checkpoint: measure its task metric too")
     p.add_argument("--checkpoint-trunk", default="vgg16", choices=TRUNKS, help="the trunk of --checkpoint")
