@@ -71,19 +71,22 @@ class ResumableDataLoader(DataLoader):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not isinstance(self.batch_sampler, ResumableBatchSampler):
-            raise TypeError("ResumableDataLoader needs batch_sampler=ResumableBatchSampler(...)")
         self._epoch, self._batches = 0, 0
+
+    @property
+    def resumable(self) -> ResumableBatchSampler | None:
+        """The batch sampler, if it can resume (for ``predict`` Lightning wraps it in one that tracks indices)."""
+        return self.batch_sampler if isinstance(self.batch_sampler, ResumableBatchSampler) else None
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         return self._batches_from_first_next()
 
     def _batches_from_first_next(self) -> Iterator[Any]:
         iterator = super().__iter__()  # runs at the first next(): after Lightning's set_epoch
-        batch_sampler: ResumableBatchSampler = self.batch_sampler  # type: ignore[assignment]
-        self._epoch, self._batches = batch_sampler.epoch, 0
+        resumable = self.resumable
+        self._epoch, self._batches = (resumable.epoch if resumable else 0), 0
         for count, batch in enumerate(iterator, start=1):
-            self._batches = batch_sampler.start + count  # start is known once a batch was drawn
+            self._batches = (resumable.start if resumable else 0) + count  # start is known once a batch was drawn
             yield batch
 
     def state_dict(self) -> dict[str, int]:
@@ -91,7 +94,9 @@ class ResumableDataLoader(DataLoader):
         return {"epoch": self._epoch, "batches": self._batches}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self.batch_sampler.resume_at(int(state_dict["epoch"]), int(state_dict["batches"]))  # type: ignore[union-attr]
+        if self.resumable is None:
+            raise TypeError(f"cannot resume inside an epoch with a {type(self.batch_sampler).__name__}")
+        self.resumable.resume_at(int(state_dict["epoch"]), int(state_dict["batches"]))
 
 
 def seeded_loader(

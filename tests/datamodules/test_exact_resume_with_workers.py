@@ -98,6 +98,14 @@ def test_mid_epoch_resume_with_a_worker_neither_loses_nor_repeats_a_sample(tmp_p
     assert_same_weights(full, resumed)
 
 
+def test_predict_reads_every_held_out_photo_once() -> None:
+    # for predict Lightning re-creates the loader with its own batch sampler around ours (to track indices)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    data = SampleImagesDataModule(val_max_side=32, num_workers=0)
+    out = trainer.predict(RNNCompressor(width=0.0625, iterations=1), datamodule=data)
+    assert [name for batch in out for name in batch["names"]] == data.val_photos
+
+
 def photos() -> list[np.ndarray]:
     return [load_sample_photo(name) for name in ("astronaut", "camera", "coffee")]
 
