@@ -42,6 +42,7 @@ counts, per-D choice with predicted and measured accuracy, BOPs, ms; uniform-Q p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -156,6 +157,7 @@ class BitSearch(L.LightningModule):
         uniform_bits: uniform-Q reference points evaluated beside the search (the paper: Q = 3, 4).
         measure_ms: time each layer's bit-serial kernel (CPU, batch 1) at every Q that is reported.
         ms_repeats: timed runs per layer and Q (median).
+        ms_threads: CPU threads of both the kernel (numba) and the float layer (torch) while timing.
         cost_image_size: input side for the cost model and timings (224 for ImageNet).
     """
 
@@ -182,6 +184,7 @@ class BitSearch(L.LightningModule):
         uniform_bits: list[int] | None = None,
         measure_ms: bool = True,
         ms_repeats: int = 3,
+        ms_threads: int = 1,
         cost_image_size: int = 224,
     ) -> None:
         super().__init__()
@@ -318,8 +321,6 @@ class BitSearch(L.LightningModule):
     def layer_ms(self, bits_needed: Mapping[str, set[int]]) -> dict[str, dict[int, float]]:
         """Median ms of each layer's bit-serial kernel (CPU, batch 1) at the Q values asked for, and of the
         float layer (key 0) on the same input; depthwise/grouped layers are skipped (no kernel)."""
-        from models.bitserial import BitSerialLayer  # numba import only when timing
-
         size = self.hparams.cost_image_size
         model = _cpu_copy(self.model)
         captured: dict[str, Tensor] = {}
@@ -338,12 +339,20 @@ class BitSearch(L.LightningModule):
         for h in hooks:
             h.remove()
         float_layers = dict(self.float_model.named_modules())
+        with _cpu_threads(self.hparams.ms_threads):
+            return self._time_layers(layers, captured, float_layers, bits_needed)
+
+    def _time_layers(self, layers, captured, float_layers, bits_needed) -> dict[str, dict[int, float]]:
+        from models.bitserial import BitSerialLayer  # numba is imported only when timing
+
         out: dict[str, dict[int, float]] = {}
         for name in self.layer_names:
             layer, x = layers[name], captured[name]
             if isinstance(layer, BinaryDecomposedConv2d) and layer.groups != 1:
                 continue
             source = _cpu_copy(float_layers[name])
+            with torch.no_grad():
+                source(x)  # warm up
             times = {0: _median_ms(lambda s=source, x=x: s(x), self.hparams.ms_repeats)}
             for q in sorted(bits_needed.get(name, ())):
                 layer.bits = q
@@ -352,6 +361,21 @@ class BitSearch(L.LightningModule):
                 times[q] = _median_ms(lambda k=kernel, x=x: k(x), self.hparams.ms_repeats)
             out[name] = times
         return out
+
+
+@contextlib.contextmanager
+def _cpu_threads(threads: int):
+    """Run torch and numba with ``threads`` CPU threads (restored afterwards)."""
+    import numba
+
+    saved = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        numba.set_num_threads(saved[1])
 
 
 def _cpu_copy(module: nn.Module) -> nn.Module:
@@ -641,13 +665,13 @@ def plot_pareto(summary: dict, path: Path) -> Path:
         color="C1",
         label="search (predicted)",
     )
-    for r in found:
+    same: dict[tuple, list] = {}
+    for r in found:  # one label per distinct choice: "D=4,7,10"
+        same.setdefault(tuple(r["bits"]), []).append(r)
+    for rows in same.values():
+        label = "D=" + ",".join(f"{r['allowed_drop']:g}" for r in rows)
         ax.annotate(
-            f"D={r['allowed_drop']:g}",
-            (r["gbops"], r["accuracy"]),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
+            label, (rows[0]["gbops"], rows[0]["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
         )
     ax.axhline(summary["R"], color="k", lw=0.8, label="R (before quantisation)")
     ax.set_xlabel("GBOPs per image (searched layers)")
@@ -740,7 +764,7 @@ def main(args: list[str] | None = None) -> dict:
         logger_cfg.init_args = logger_cfg.get("init_args") or {}
         for key, value in wandb_logger_args(run_dir, name, run.group or run_dir.parent.name, run.tags).items():
             logger_cfg.init_args[key] = value
-    init = parser.instantiate_classes(cfg)
+    init = parser.instantiate(cfg)
     trainer_kwargs = dict(init.trainer)
     trainer_kwargs["logger"] = (
         trainer_kwargs.get("logger") if not isinstance(trainer_kwargs.get("logger"), bool) else False
@@ -754,7 +778,7 @@ def main(args: list[str] | None = None) -> dict:
     trainer = L.Trainer(**trainer_kwargs)
     if isinstance(trainer.logger, WandbLogger):
         trainer.logger.log_hyperparams(cfg.as_dict())
-    parser.save(cfg, run_dir / "search_config.yaml", overwrite=True, skip_check=True)
+    parser.save(cfg, run_dir / "search_config.yaml", overwrite=True, skip_validation=True)
     summary = run_search(init.model, init.data, trainer, run_dir / "search", resume=cfg.resume)
     print_summary(summary, run_dir / "search")
     return summary

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -17,6 +18,7 @@ from models.bdcnn import decomposed_layers, input_shapes, layer_cost, set_bits
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 BITS = range(2, 9)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def oracle_tables(drops, combine):
@@ -179,3 +181,32 @@ def test_resume_continues_from_saved_tables(toy, tmp_path):
                       min_bits=2, max_bits=4, top_k=1, measure_ms=False)  # fmt: skip
     with pytest.raises(SearchStateError, match="bases"):
         run_search(other, loader, trainer, out, resume=True)
+
+
+@pytest.mark.slow
+def test_command_line_on_the_imagenet_fixture(tmp_path, monkeypatch):
+    from datamodules.fixtures import write_imagenet
+    from lightning_modules.bit_search import main
+
+    root = write_imagenet(tmp_path / "imagenet", train_per_wnid=1, val_per_wnid=2)
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "--config", str(REPO / "configs/trainer/cpu.yaml"), "--config", str(REPO / "configs/bit_search/demo.yaml"),
+        "--model.init_args.arch", "toy3", "--model.init_args.width", "4", "--model.init_args.init_from", "null",
+        "--model.init_args.bases", "1", "--model.init_args.decomposition", "greedy", "--model.init_args.max_bits", "3",
+        "--model.init_args.allowed_drops", "[5.0, 50.0]", "--model.init_args.uniform_bits", "[2, 3]",
+        "--model.init_args.ms_repeats", "1", "--model.init_args.cost_image_size", "16",
+        "--data.init_args.root", str(root), "--data.init_args.class_list", str(root / "class_list.txt"),
+        "--data.init_args.image_size", "16", "--trainer.enable_progress_bar", "false", "--run.id", "cli",
+    ]  # fmt: skip
+    summary = main(args)
+    out = tmp_path / "runs" / "bit_search_demo" / "cli" / "search"
+    assert json.loads((out / "search.json").read_text())["searched"] == summary["searched"]
+    assert summary["images"] == 20 and len(summary["uniform"]) == 2
+    assert all(r["ms"] is not None for r in summary["uniform"])  # the bit-serial kernel timed every layer
+    with pytest.raises(SearchStateError, match="already holds a search"):
+        main(args)
+    resumed = main([*args, "--resume", "true"])  # all tables read back: the same choices and accuracies
+    assert [(r["bits"], r["accuracy"]) for r in resumed["searched"]] == [
+        (r["bits"], r["accuracy"]) for r in summary["searched"]
+    ]
