@@ -242,6 +242,10 @@ def print_tables(results: dict, console: Console) -> None:
     console.print(same)
 
 
+CODEC_COLOURS = {"hevc": "C0", "webp": "C1", "avif": "C2"}
+LAYOUT_LINES = {"r_channel": "-", "mono": "--", "square": ":"}
+
+
 def plot(results: dict, path: Path) -> Path:
     """Feature PSNR (and the task metric, when measured) against % of the input JPEG, per trunk."""
     trunks = list(dict.fromkeys(r["trunk"] for r in results["rows"]))
@@ -254,10 +258,16 @@ def plot(results: dict, path: Path) -> Path:
         mine = [r for r in results["rows"] if r["trunk"] == trunk and r["codec"] != "png"]
         for name in dict.fromkeys(curve_of(r) for r in mine):
             curve = sorted((r for r in mine if curve_of(r) == name), key=lambda r: r["input_percent"])
+            first = curve[0]  # colour = codec, line = layout (dash-dot: r_channel at 4:4:4)
+            style = {
+                "color": CODEC_COLOURS.get(first["codec"], "C3"),
+                "linestyle": "-." if first.get("chroma") == "444" else LAYOUT_LINES[first["layout"]],
+                "marker": "s" if first.get("chroma") == "444" else "o",
+            }
             for row, key in enumerate(["feature_psnr"] + ([metric] if metric else [])):
                 points = [r for r in curve if key in r and math.isfinite(r[key])]
-                axes[row][col].plot([r["input_percent"] for r in points], [r[key] for r in points], marker="o",
-                                    label=name)  # fmt: skip
+                axes[row][col].plot([r["input_percent"] for r in points], [r[key] for r in points], label=name,
+                                    **style)  # fmt: skip
         for row, label in enumerate(["feature PSNR [dB]"] + ([metric] if metric else [])):
             ax = axes[row][col]
             ax.set_xscale("log")
