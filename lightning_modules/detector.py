@@ -13,6 +13,7 @@ SSD300 VGG16 77.2 (Liu et al. 2016, with the zoom-out augmentation); MobileNetV2
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 import lightning as L
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from datamodules.voc_eval import ElevenPoint, VOCMeanAveragePrecision
-from lightning_modules.checkpoint_init import InitReport, init_weights_from
+from lightning_modules.checkpoint_init import ParentInit, init_weights_from
 from lightning_modules.detection_steps import (
     detection_eval_step,
     detection_training_step,
@@ -100,7 +101,8 @@ class Detector(L.LightningModule):
         class_names: names by label (index 0 = background) for tables and drawings; ``None``: the
             DataModule's ``class_names`` when it has them.
         init_from: fine-tune from another ``Detector`` checkpoint of the same architecture and class count
-            (weights only, keys checked and reported; a new run).
+            (weights only, keys checked and reported; a new run). Loaded once when the run starts, never
+            on resume or ``load_from_checkpoint`` (``checkpoint["parent"]`` records it).
     """
 
     def __init__(
@@ -154,9 +156,9 @@ class Detector(L.LightningModule):
                 for stage in ("val", "test")
             }
         )
-        self.init_report: InitReport | None = None
-        if init_from:
-            self.init_report = init_weights_from(self.model, init_from, key_map={"model.": ""})
+        self.parent_init = ParentInit(  # loaded at the start of a fresh run, never on resume
+            self, init_from, partial(init_weights_from, key_map={"model.": "model."})
+        )
         trunk = trunk_modules(self.model)
         self._frozen: list[nn.Module] = []
         if freeze_backbone:
@@ -169,6 +171,9 @@ class Detector(L.LightningModule):
             ]
         for module in self._frozen:
             module.eval()
+
+    def configure_callbacks(self) -> list:
+        return [self.parent_init]
 
     @property
     def class_names(self) -> list[str] | None:
