@@ -57,7 +57,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from lightning_modules.checkpoint_init import init_weights_from
+from lightning_modules.checkpoint_init import InitReport, init_weights_from
 from models.bdcnn import (
     BinaryDecomposedConv2d,
     LayerSelection,
@@ -394,14 +394,14 @@ def _median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def load_classifier_weights(network: nn.Module, path: str) -> None:
+def load_classifier_weights(network: nn.Module, path: str) -> InitReport:
     """Load a classifier's weights: a ``QuantizedFinetune`` checkpoint of a float run (``model.*`` keys) or a
     bare state dict of the network; any other key is an error naming it."""
     from lightning_modules.checkpoint_init import load_state_dict_from_checkpoint
 
     keys = load_state_dict_from_checkpoint(path)
     prefix = "model." if any(k.startswith("model.") for k in keys) else ""
-    init_weights_from(network, path, key_map={prefix: ""})
+    return init_weights_from(network, path, key_map={prefix: ""})
 
 
 # ------------------------------------------------------------------------------------ driver

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_modules.bit_search import load_classifier_weights
+from lightning_modules.checkpoint_init import InitReport, ParentInit
 from models.bdcnn import LayerSelection, convert_to_bdcnn, decomposed_layers, selected_layers, set_bits
 from models.bdcnn_networks import Arch, build_classifier
 from models.binary_decomposition import Method
@@ -54,7 +55,9 @@ class QuantizedFinetune(L.LightningModule):
         pretrained: start from torchvision's published weights (downloaded on first use).
         width: channel width of ``demo_cnn``/``toy3``.
         init_from: float classifier checkpoint (a ``convert: false`` run of this module, or a bare state
-            dict of the network) to start from; weights only.
+            dict of the network) to start from; weights only, read once at the start of a fresh fit
+            (:class:`~lightning_modules.checkpoint_init.ParentInit`), then decomposed; a resumed run or an
+            evaluated checkpoint never reads it.
         convert: decompose and quantise (fine-tuning); ``false`` trains the float network.
         layers: layers to decompose (as the bit search: ``conv``, ``linear``, ``all`` or names).
         bases: k per output channel (``bases_per_layer`` overrides per name).
@@ -102,8 +105,6 @@ class QuantizedFinetune(L.LightningModule):
         if not convert and (bits is not None or bits_from is not None or train_coefficients):
             raise ValueError("bits, bits_from and train_coefficients need convert: true")
         network = build_classifier(arch, num_classes, pretrained, width)
-        if init_from:
-            load_classifier_weights(network, init_from)
         self.model = network
         if convert:
             names = selected_layers(network, layers)
@@ -112,18 +113,10 @@ class QuantizedFinetune(L.LightningModule):
                 missing = sorted(set(names) - set(chosen))
                 if missing:
                     raise ValueError(f"no bits for decomposed layers {missing}")
-            per_layer = {name: (bases_per_layer or {}).get(name, bases) for name in names}
-            self.model = convert_to_bdcnn(
-                network,
-                bases=per_layer,
-                bits=chosen,
-                layers=names,
-                method=decomposition,
-                iterations=decomposition_iterations,
-                restarts=decomposition_restarts,
-            )
-            for layer in decomposed_layers(self.model).values():
-                layer.coefficients.requires_grad_(train_coefficients)
+            # with a parent checkpoint the decomposition is redone from its weights at the start of the fit
+            # (ParentInit); until then a cheap greedy one of the initial weights gives the layers their shapes
+            self.model = self._decompose(network, chosen, "greedy" if init_from else decomposition)
+        self.parent_init = ParentInit(self, init_from, QuantizedFinetune.load_parent)
         top5 = min(5, num_classes)
         self.acc_top1 = nn.ModuleDict(
             {s: MulticlassAccuracy(num_classes, top_k=1, average="micro") for s in ("val", "test")}
@@ -131,6 +124,35 @@ class QuantizedFinetune(L.LightningModule):
         self.acc_top5 = nn.ModuleDict(
             {s: MulticlassAccuracy(num_classes, top_k=top5, average="micro") for s in ("val", "test")}
         )
+
+    def _decompose(self, network: nn.Module, bits: int | dict | None, method: Method) -> nn.Module:
+        hp = self.hparams
+        names = selected_layers(network, hp.layers)
+        per_layer = {name: (hp.bases_per_layer or {}).get(name, hp.bases) for name in names}
+        model = convert_to_bdcnn(
+            network,
+            bases=per_layer,
+            bits=bits,
+            layers=names,
+            method=method,
+            iterations=hp.decomposition_iterations,
+            restarts=hp.decomposition_restarts,
+        )
+        for layer in decomposed_layers(model).values():
+            layer.coefficients.requires_grad_(hp.train_coefficients)
+        return model
+
+    def load_parent(self, path: str) -> InitReport:
+        """Start from a float classifier checkpoint: load it, then (``convert``) decompose its weights."""
+        hp = self.hparams
+        network = build_classifier(hp.arch, hp.num_classes, False, hp.width)
+        report = load_classifier_weights(network, path)
+        source = self._decompose(network, self.layer_bits(), hp.decomposition) if hp.convert else network
+        self.model.load_state_dict(source.state_dict())
+        return report
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [self.parent_init]
 
     def layer_bits(self) -> dict[str, int | None]:
         """Q of every decomposed layer."""

@@ -67,6 +67,9 @@ def test_finetune_trains_through_the_quantisers(float_ckpt, tmp_path):
     module = QuantizedFinetune(**NET, init_from=path, bases=2, decomposition="greedy", bits_from=bits,
                                allowed_drop=5.0, train_coefficients=True, lr=0.01)  # fmt: skip
     assert module.layer_bits() == {"net.0": 3, "net.3": 2}
+    report = module.parent_init.apply(module)  # what the start of a fresh fit does: load, then decompose
+    assert len(report.loaded) == 6 and not report.missing  # toy3: two convolutions and a linear layer
+    assert module.layer_bits() == {"net.0": 3, "net.3": 2}
     layers = decomposed_layers(module.model)
     before = {n: (m.bases.clone(), m.coefficients.detach().clone(), m.bias.detach().clone()) for n, m in layers.items()}
     # the decomposition starts from the trained float weights: k = 2 greedy gets within 60 % of them
@@ -88,7 +91,9 @@ class _StopAfterFirstEpoch(L.Callback):
 
 
 def test_resume_continues_exactly_with_the_checkpoint_bits(float_ckpt, tmp_path):
-    path, _ = float_ckpt
+    import shutil
+
+    path = str(shutil.copy(float_ckpt[0], tmp_path / "parent.ckpt"))
     bits = tmp_path / "search.json"
 
     def make():
@@ -106,6 +111,7 @@ def test_resume_continues_exactly_with_the_checkpoint_bits(float_ckpt, tmp_path)
     ckpt = tmp_path / "b" / "interrupted.ckpt"
     trainer.save_checkpoint(ckpt)
     _search_json(bits, [8, 8])  # the search was re-run since: the resumed run keeps its own bits
+    (tmp_path / "parent.ckpt").unlink()  # and a resumed run never reads its parent
     resumed = make()
     assert resumed.layer_bits() == {"net.0": 8, "net.3": 8}
     _trainer(tmp_path / "b", max_epochs=2).fit(resumed, _loader(), ckpt_path=str(ckpt))
