@@ -48,12 +48,13 @@ def quantization_levels(x: Tensor, bits: int) -> tuple[Tensor, Tensor, Tensor]:
     (int64, same shape as ``x``), ``offset``/``scale`` of shape (B,); no gradient."""
     if not 1 <= bits <= 16:
         raise ValueError(f"quantisation bits must be in 1..16, got {bits}")
-    flat = x.detach().reshape(x.shape[0], -1)
+    x = x.detach().float()  # in float32 even under bf16/fp16 autocast (8-bit levels need the mantissa)
+    flat = x.reshape(x.shape[0], -1)
     low, high = flat.min(dim=1).values, flat.max(dim=1).values
     scale = (high - low) / (2**bits - 1)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     shape = (-1,) + (1,) * (x.dim() - 1)
-    levels = torch.round((x.detach() - low.view(shape)) / scale.view(shape)).clamp_(0, 2**bits - 1)
+    levels = torch.round((x - low.view(shape)) / scale.view(shape)).clamp_(0, 2**bits - 1)
     return levels.to(torch.int64), low, scale
 
 
@@ -73,7 +74,7 @@ class QuantizationSubLayer(nn.Module):
             return x
         levels, offset, scale = quantization_levels(x, self.bits)
         shape = (-1,) + (1,) * (x.dim() - 1)
-        x_hat = offset.view(shape) + scale.view(shape) * levels.to(x.dtype)
+        x_hat = (offset.view(shape) + scale.view(shape) * levels.float()).to(x.dtype)
         return x + (x_hat - x).detach()
 
     def bit_planes(self, x: Tensor) -> Tensor:
