@@ -110,18 +110,17 @@ def test_later_commands_write_their_own_config_beside_the_fits(runs, tiny_compre
 
 @pytest.mark.slow  # W&B offline start-up
 def test_a_run_that_fails_before_its_first_step_leaves_nothing_behind(runs, tiny_compressor_args, monkeypatch):
-    missing = [
-        "--data", "datamodules.image_folder_patches.ImageFolderPatches", "--data.root", str(runs / "nowhere"),
-        "--trainer.logger", "lightning.pytorch.loggers.WandbLogger",
-    ]  # fmt: skip
-    monkeypatch.setenv("WANDB_MODE", "offline")  # the W&B run starts before the data is read
+    missing = ["--data", "datamodules.image_folder_patches.ImageFolderPatches", "--data.root", str(runs / "nowhere")]
+    missing += ["--data.num_workers", "0"]
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        cli("fit", [*tiny_compressor_args, *missing, "--data.num_workers", "0"], runs, "--run.id", "new")
+        cli("fit", [*tiny_compressor_args, *missing], runs, "--run.id", "new")
     assert not (runs / "rnn_compressor" / "new").exists()
     run_dir = runs / "rnn_compressor" / "X"  # a failed test of an existing run removes only what it wrote
     before = files(run_dir)
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the W&B run starts before the data is read
+    wandb = ["--trainer.logger", "lightning.pytorch.loggers.WandbLogger"]
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        cli("test", [*tiny_compressor_args, *missing, "--data.num_workers", "0"], runs, "--ckpt_path", "last")
+        cli("test", [*tiny_compressor_args, *missing, *wandb], runs, "--ckpt_path", "last")
     assert files(run_dir) == before and not (run_dir / "wandb").exists()
 
 
