@@ -101,6 +101,7 @@ if numba is not None:
     @numba.njit(cache=True)
     def _numba_pack_conv(levels, kh, kw, sh, sw, dh, dw, out_h, out_w, bits, planes):  # pragma: no cover
         channels = levels.shape[0]
+        acc = np.zeros(bits, dtype=np.uint64)  # the current word of every plane, kept in registers
         for oy in range(out_h):
             for ox in range(out_w):
                 p = oy * out_w + ox
@@ -108,12 +109,19 @@ if numba is not None:
                 for c in range(channels):
                     for ky in range(kh):
                         for kx in range(kw):
-                            v = levels[c, oy * sh + ky * dh, ox * sw + kx * dw]
-                            word, bit = d >> 6, np.uint64(d & 63)
+                            v = np.uint64(levels[c, oy * sh + ky * dh, ox * sw + kx * dw])
+                            bit = np.uint64(d & 63)
                             for q in range(bits):
-                                if (v >> q) & 1:
-                                    planes[p, q, word] |= np.uint64(1) << bit
+                                acc[q] |= ((v >> np.uint64(q)) & np.uint64(1)) << bit
                             d += 1
+                            if d & 63 == 0:
+                                for q in range(bits):
+                                    planes[p, q, (d >> 6) - 1] = acc[q]
+                                    acc[q] = 0
+                if d & 63:
+                    for q in range(bits):
+                        planes[p, q, d >> 6] = acc[q]
+                        acc[q] = 0
 
 
 _BYTE_POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int64)
