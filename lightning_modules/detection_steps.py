@@ -40,8 +40,9 @@ LOSS_NAMES = ("bbox_regression", "classification")
 
 
 def split_detection_batch(batch: Any) -> tuple[Tensor | list[Tensor], list[dict[str, Tensor]] | None]:
-    """``(images, targets)`` → the same; a bare image batch (predict) → ``(images, None)``."""
-    if isinstance(batch, Tensor) or (isinstance(batch, list) and batch and isinstance(batch[0], Tensor)):
+    """``(images, targets)`` → the same; bare images (a (B, 3, H, W) tensor or a list of (3, H, W) ones,
+    as in predict) → ``(images, None)``."""
+    if isinstance(batch, Tensor) or all(isinstance(item, Tensor) and item.dim() == 3 for item in batch):
         return batch, None
     images, targets = batch[0], (batch[1] if len(batch) > 1 else None)
     return images, targets

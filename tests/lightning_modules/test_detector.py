@@ -17,6 +17,7 @@ from datamodules.fixtures import VOC_FIXTURE_CLASSES, write_voc
 from datamodules.voc import VOC, VOC_LABELS
 from datamodules.voc_eval import evaluate_detections
 from lightning_modules.checkpoint_init import CheckpointMismatchError
+from lightning_modules.detection_steps import loss_targets, split_detection_batch
 from lightning_modules.detector import Detector
 from models.ssd import trunk_modules
 from train import SplitCVCLI
@@ -246,3 +247,20 @@ def test_bad_arguments_fail_before_any_work():
     with pytest.raises(ValueError, match="num_classes"):
         Detector(num_classes=1, width_mult=0.25, image_size=64)
     assert math.isfinite(Detector(width_mult=0.25, image_size=64).hparams.lr)
+
+
+def test_difficult_objects_are_left_out_of_the_loss_targets_and_batches_split():
+    images = torch.rand(2, 3, 8, 8)
+    target = {
+        "boxes": torch.tensor([[0.0, 0.0, 4.0, 4.0], [2.0, 2.0, 8.0, 8.0]]),
+        "labels": torch.tensor([3, 4]),
+        "difficult": torch.tensor([False, True]),
+    }
+    (kept,) = loss_targets([target])
+    assert kept["labels"].tolist() == [3] and kept["boxes"].tolist() == [[0.0, 0.0, 4.0, 4.0]]
+    assert set(kept) == {"boxes", "labels"}
+    (everything,) = loss_targets([target], skip_difficult=False)
+    assert everything["labels"].tolist() == [3, 4]
+    assert split_detection_batch((images, [target, target]))[1][0] is target
+    assert split_detection_batch(images)[1] is None
+    assert split_detection_batch(list(images))[1] is None  # images of different sizes come as a list
