@@ -673,6 +673,9 @@ def plot_pareto(summary: dict, path: Path) -> Path:
         ax.annotate(
             label, (rows[0]["gbops"], rows[0]["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
         )
+    points = [(r["gbops"], r["accuracy"]) for r in found] + [(r["gbops"], r["accuracy"]) for r in uni]
+    front = [points[i] for i in summary["pareto"]]
+    ax.step([c for c, _ in front], [a for _, a in front], where="post", color="C2", lw=1, label="Pareto front")
     ax.axhline(summary["R"], color="k", lw=0.8, label="R (before quantisation)")
     ax.set_xlabel("GBOPs per image (searched layers)")
     ax.set_ylabel(f"{summary['metric']} [%]")
