@@ -11,6 +11,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from datamodules.fixtures import VOC_FIXTURE_CLASSES, write_voc
@@ -76,7 +77,10 @@ def test_demo_config_learns_the_fixture(demo_run):
     first = losses[0]
     total = float(first["train/bbox_regression"]) + float(first["train/classification"])
     assert float(first["train/loss"]) == pytest.approx(total, rel=1e-5)
-    assert (demo_run / "plots" / f"detections_epoch{LEARN_EPOCHS - 1:03d}.png").is_file()
+    # the box grid: 8 validation images of 128×128 (two batches of 4), 4 per row, 2-pixel padding:
+    # (4·128 + 5·2) × (2·128 + 3·2) = 522 × 262
+    with Image.open(demo_run / "plots" / f"detections_epoch{LEARN_EPOCHS - 1:03d}.png") as grid:
+        assert grid.size == (522, 262)
     assert (demo_run / "checkpoints" / "last.ckpt").is_file()
 
 
