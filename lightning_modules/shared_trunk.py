@@ -133,7 +133,6 @@ class SharedTrunkTask(L.LightningModule):
             top5 = min(5, classes)
             self.acc_top1 = nn.ModuleDict({s: MulticlassAccuracy(classes, top_k=1, average="micro") for s in STAGES})
             self.acc_top5 = nn.ModuleDict({s: MulticlassAccuracy(classes, top_k=top5, average="micro") for s in STAGES})
-        self.split = split_trunk_of(self.model)
         self.split.edge.requires_grad_(False)
         self.split.edge.eval()
         self.feature_bytes = nn.ModuleDict({s: SumMetric() for s in STAGES})
@@ -143,10 +142,16 @@ class SharedTrunkTask(L.LightningModule):
         self._test_size: tuple[int, int] | None = None
 
     # ----------------------------------------------------------------------------------- set-up
+    @property
+    def split(self) -> nn.Module:
+        """The part of ``model`` holding the shared ``edge`` and the ``wire`` (not a second registration,
+        which would store every weight twice in the checkpoint)."""
+        return split_trunk_of(self.model)
+
     def train(self, mode: bool = True) -> SharedTrunkTask:
         """Like ``nn.Module.train``, but the shared edge stays in ``eval()`` (BatchNorm statistics frozen)."""
         super().train(mode)
-        if hasattr(self, "split"):
+        if "model" in self._modules:
             self.split.edge.eval()
         return self
 

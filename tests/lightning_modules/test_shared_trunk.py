@@ -143,6 +143,7 @@ def test_raw_wire_counts_float32_bytes_and_bad_settings_fail_early(imagenet_root
     run.validate(model, datamodule=data_for("classification", request), verbose=False)
     # no codec: the float32 tensor itself, 4 bytes × 32·w channels × (32/8)² at a 32×32 input
     channels = model.split.edge[-1].out_channels
+    assert {key.split(".")[0] for key in model.state_dict()} == {"model"}  # every weight stored once
     assert float(run.callback_metrics["val/bytes_per_image"]) == 4 * channels * 4 * 4
     with pytest.raises(ValueError, match="qp"):
         module("vgg16", "classification", codec_quality=60)
