@@ -308,6 +308,15 @@ class BitSearch(L.LightningModule):
         batches = int(self.trainer.strategy.reduce(torch.tensor(self._batches, device=self.device), reduce_op="sum"))
         self.result = {"correct": counts.cpu(), "total": total, "layer_forwards": calls, "batches": batches}
 
+    def on_fit_start(self) -> None:
+        raise RuntimeError(
+            "BitSearch is not trained: run the search with `python -m lightning_modules.bit_search --config "
+            "configs/trainer/cpu.yaml --config <this config>`; fine-tune its choice with QuantizedFinetune"
+        )
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:  # never reached: on_fit_start refuses
+        raise RuntimeError("BitSearch is not trained")
+
     def configure_optimizers(self) -> None:  # nothing is trained
         return None
 
