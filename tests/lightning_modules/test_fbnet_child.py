@@ -47,11 +47,12 @@ def test_the_child_has_exactly_the_exported_blocks(exported):
 
 
 def cli(cifar_root, root, run_id, architecture, *extra, command="fit"):
+    """One training batch per epoch (18 training images at batch 16, the partial batch dropped)."""
     SplitCVCLI(args=[
         command, "--config", "configs/trainer/debug.yaml",
         "--model", "lightning_modules.fbnet_child.FBNetChild", "--model.architecture", str(architecture),
         "--model.costs.repeats", "2", "--model.costs.warmup", "0",
-        "--data", "datamodules.cifar10.CIFAR10", "--data.root", cifar_root, "--data.batch_size", "4",
+        "--data", "datamodules.cifar10.CIFAR10", "--data.root", cifar_root, "--data.batch_size", "16",
         "--data.num_workers", "0", "--data.pin_memory", "false", "--data.verify_checksums", "false",
         "--run.root", str(root), "--run.id", run_id, *extra,
     ])  # fmt: skip
@@ -66,7 +67,7 @@ def test_fit_resume_and_test_report_the_table_costs(tmp_path, exported):
     first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     cli(cifar_root, tmp_path, "child", path, "--trainer.max_epochs", "2", "--ckpt_path", "last")
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert (first["global_step"], resumed["global_step"]) == (2, 4)
+    assert (first["global_step"], resumed["global_step"]) == (1, 2)
     assert not torch.equal(first["state_dict"]["net.stem.0.weight"], resumed["state_dict"]["net.stem.0.weight"])
 
     model = FBNetChild(str(path), costs=CostSettings(warmup=0, repeats=2))
