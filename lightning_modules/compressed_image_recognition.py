@@ -61,7 +61,7 @@ from torchvision.models import get_model, get_model_weights
 
 from coding.image_channel import CLASSICAL, ChannelName, ClassicalChannel, RNNChannel
 from coding.rnn_bitstream import Coding
-from datamodules.decoded_cache import DecodedImageCache, ImageRecord, source_record
+from datamodules.decoded_cache import CachedImageLoader, DecodedImageCache, ImageRecord, source_record
 from datamodules.image_io import load_rgb
 from datamodules.voc_eval import VOCMeanAveragePrecision
 from lightning_modules.checkpoint_init import InitReport, ParentInit, init_weights_from
@@ -266,6 +266,7 @@ class CompressedImageRecognition(L.LightningModule):
         self.rates: dict[str, dict[str, float]] = {}
         self._loaded_progress: dict[str, int | None] = {}
         self._prepared: dict[str, str] = {}
+        self._source_loaders: dict[int, Any] = {}
 
     # ------------------------------------------------------------------------ frozen compressor
     def train(self, mode: bool = True) -> CompressedImageRecognition:
@@ -386,7 +387,9 @@ class CompressedImageRecognition(L.LightningModule):
             use_cache = cache is not None and self._images_for(role) == "compressed"
             records = []
             for leaf in leaves[role]:
-                leaf.image_loader = cache.loader() if use_cache else load_rgb
+                if not isinstance(leaf.image_loader, CachedImageLoader):
+                    self._source_loaders[id(leaf)] = leaf.image_loader  # the dataset's own reader of source files
+                leaf.image_loader = cache.loader() if use_cache else self._source_loaders.get(id(leaf), load_rgb)
                 paths = leaf.source_paths()
                 records += [cache.record(p) for p in paths] if use_cache else [source_record(p) for p in paths]
             self._prepared[role] = str(cache.directory) if use_cache else "original"

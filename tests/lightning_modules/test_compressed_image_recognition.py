@@ -155,6 +155,12 @@ def test_each_task_and_regime_fits_validates_tests_and_resumes(task, train_on, e
     for name, value in expected_rates(test_set.source_paths(), model.compressor, compressed).items():
         assert results[f"test/{name}"] == pytest.approx(value, rel=1e-6), name
     assert ("test/acc_top1" if task == "classification" else "test/map50") in results
+    predictions = second.predict(fresh, datamodule=data)
+    if task == "classification":
+        probs = torch.cat([p["probs"] for p in predictions])
+        torch.testing.assert_close(probs.sum(dim=1), torch.ones(len(probs)))
+    else:
+        assert all({"boxes", "scores", "labels"} <= set(d) for batch in predictions for d in batch)
 
 
 def test_decoded_cache_holds_the_real_bitstream_decode_and_is_reused(tmp_path, compressor_checkpoint, imagenet_root):
