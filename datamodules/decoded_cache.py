@@ -2,7 +2,8 @@
 
 A frozen compressor's eval output is deterministic, so decoding the dataset every epoch repeats the
 same work; the cache does it once per (channel settings, source file) and every run and regime that
-needs the same decoded images reads them back.
+needs the same decoded images reads them back. :class:`DecodingLoader` is the uncached alternative
+(every image decoded again whenever it is read).
 
 Layout::
 
@@ -106,6 +107,32 @@ class CachedImageLoader:
                 "source changed since); run again to build the missing entries"
             )
         return load_rgb(decoded)
+
+
+@dataclass(frozen=True)
+class DecodingLoader:
+    """``path -> uint8 (H, W, 3)`` decoded image, computed on every call and never stored: what the cache saves.
+
+    The channels run in order on the source image, each given the bytes the previous one sent as its budget
+    (the recurrent codec, then a classical codec matched to it); the last one's decoded image is returned.
+    Runs wherever the dataset runs (DataLoader workers), so the channels must be picklable and on the CPU.
+    """
+
+    channels: tuple
+
+    def transmit(self, path: str | Path) -> tuple[Transmission, ImageRecord]:
+        """The last channel's transmission of the source file, and its record."""
+        path = Path(path)
+        image = load_rgb(path)
+        sent: Transmission | None = None
+        for channel in self.channels:
+            sent = channel.transmit(image, None if sent is None else sent.bytes)
+        assert sent is not None, "DecodingLoader needs at least one channel"
+        height, width = image.shape[:2]
+        return sent, ImageRecord(str(path), path.stat().st_size, sent.bytes, height, width, sent.quality, sent.fits)
+
+    def __call__(self, path: str | Path) -> np.ndarray:
+        return self.transmit(path)[0].image
 
 
 class _Pending(Dataset):

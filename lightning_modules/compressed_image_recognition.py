@@ -45,6 +45,7 @@ quality.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
+from rich.progress import track
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset
 from torchmetrics.classification import MulticlassAccuracy
@@ -61,7 +63,13 @@ from torchvision.models import get_model, get_model_weights
 
 from coding.image_channel import CLASSICAL, ChannelName, ClassicalChannel, RNNChannel
 from coding.rnn_bitstream import Coding
-from datamodules.decoded_cache import CachedImageLoader, DecodedImageCache, ImageRecord, source_record
+from datamodules.decoded_cache import (
+    CachedImageLoader,
+    DecodedImageCache,
+    DecodingLoader,
+    ImageRecord,
+    source_record,
+)
 from datamodules.image_io import load_rgb
 from datamodules.voc_eval import VOCMeanAveragePrecision
 from lightning_modules.checkpoint_init import InitReport, ParentInit, init_weights_from
@@ -162,7 +170,9 @@ class CompressedImageRecognition(L.LightningModule):
             fit starts from scratch (and for evaluation without a checkpoint of this model); its weights
             are then part of this run's checkpoints, so resuming or testing never needs the file again.
             Not needed when nothing is compressed (``conventional``).
-        decoded_cache_dir: folder of the decoded-image caches, shared by runs and regimes.
+        decoded_cache_dir: folder of the decoded-image caches, shared by runs and regimes; ``None`` decodes every
+            image again whenever it is read (in the DataLoader workers, codec on the CPU; the evaluation images'
+            bytes are measured once per run) — slower, nothing on disk.
         cache_workers: worker processes that build a cache (they run classical codecs, and the
             recurrent codec when the model is on the CPU; on a GPU the codec runs in this process).
         arch: torchvision classifier (``resnet50`` in the paper; any name ``torchvision.models.get_model``
@@ -200,7 +210,7 @@ class CompressedImageRecognition(L.LightningModule):
         bits: int = 32,
         codec_reconstruction: Reconstruction = "additive",
         init_compressor_from: str | None = None,
-        decoded_cache_dir: str = "data/decoded_cache",
+        decoded_cache_dir: str | None = "data/decoded_cache",
         cache_workers: int = 4,
         arch: str = "resnet50",
         weights: str | None = None,
@@ -332,20 +342,24 @@ class CompressedImageRecognition(L.LightningModule):
             raise RuntimeError(f"the DataModule has no {role} dataset after setup()")
         return dataset
 
-    def _rnn_channel(self) -> RNNChannel:
-        return RNNChannel(self.compressor, self.hparams.iterations, self.hparams.stream_coding)
+    def channels(self, cpu_copy: bool = False) -> list[Any]:
+        """The channels an image goes through, in order: the recurrent codec; a classical codec (after the
+        recurrent one when it is matched to its bytes). ``cpu_copy``: the codec copied to the CPU (workers)."""
+        codec = copy.deepcopy(self.compressor).cpu() if cpu_copy else self.compressor
+        rnn = RNNChannel(codec, self.hparams.iterations, self.hparams.stream_coding)
+        if self.classical is None:
+            return [rnn]
+        return [rnn, self.classical] if self.classical.needs_budget else [self.classical]
 
     def caches(self) -> list[tuple[DecodedImageCache, Any]]:
         """(cache, channel) in build order: the recurrent codec's, then the classical codec's matched to it."""
-        root = self.hparams.decoded_cache_dir
-        rnn = self._rnn_channel()
-        if self.classical is None:
-            return [(DecodedImageCache(root, rnn.settings()), rnn)]
-        settings = self.classical.settings()
-        if not self.classical.needs_budget:
-            return [(DecodedImageCache(root, settings), self.classical)]
-        matched = DecodedImageCache(root, {**settings, "matched_to": rnn.settings()})
-        return [(DecodedImageCache(root, rnn.settings()), rnn), (matched, self.classical)]
+        out: list[tuple[DecodedImageCache, Any]] = []
+        matched_to: dict | None = None
+        for channel in self.channels():
+            settings = channel.settings() if matched_to is None else {**channel.settings(), "matched_to": matched_to}
+            out.append((DecodedImageCache(self.hparams.decoded_cache_dir, settings), channel))
+            matched_to = settings
+        return out
 
     def _build(self, sources: list[Path]) -> DecodedImageCache:
         trainer = self.trainer
@@ -379,20 +393,32 @@ class CompressedImageRecognition(L.LightningModule):
         compressed = [r for r in roles if self._images_for(r) == "compressed"]
         self._ensure_compressor(required=bool(compressed) and self.uses_compressor)
         leaves = {role: leaf_datasets(self._dataset(role)) for role in roles}
-        cache = None
-        if compressed:
+        cache = decoder = None
+        if compressed and self.hparams.decoded_cache_dir is not None:
             sources = sorted({p for r in compressed for leaf in leaves[r] for p in leaf.source_paths()})
             cache = self._build(sources)
+        elif compressed:
+            decoder = DecodingLoader(tuple(self.channels(cpu_copy=True)))
         for role in roles:
-            use_cache = cache is not None and self._images_for(role) == "compressed"
+            decoded = self._images_for(role) == "compressed"
             records = []
             for leaf in leaves[role]:
-                if not isinstance(leaf.image_loader, CachedImageLoader):
+                if not isinstance(leaf.image_loader, CachedImageLoader | DecodingLoader):
                     self._source_loaders[id(leaf)] = leaf.image_loader  # the dataset's own reader of source files
-                leaf.image_loader = cache.loader() if use_cache else self._source_loaders.get(id(leaf), load_rgb)
                 paths = leaf.source_paths()
-                records += [cache.record(p) for p in paths] if use_cache else [source_record(p) for p in paths]
-            self._prepared[role] = str(cache.directory) if use_cache else "original"
+                if not decoded:
+                    leaf.image_loader = self._source_loaders.get(id(leaf), load_rgb)
+                    records += [source_record(p) for p in paths]
+                elif cache is not None:
+                    leaf.image_loader = cache.loader()
+                    records += [cache.record(p) for p in paths]
+                else:
+                    leaf.image_loader = decoder
+                    if role != "train":  # the bytes of the evaluation images, measured once here
+                        records += [decoder.transmit(p)[1] for p in track(paths, description=f"measuring {role} bytes")]
+            self._prepared[role] = (
+                "original" if not decoded else str(cache.directory) if cache else "decoded on the fly"
+            )
             if role != "train":
                 self.rates[role] = rate_summary(records)
 

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from coding.image_codecs import to_float_chw
 from coding.rnn_bitstream import compress, decompress
+from datamodules.decoded_cache import DecodingLoader
 from datamodules.fixtures import write_imagenet, write_voc
 from datamodules.image_io import load_rgb
 from datamodules.imagenet_subset import ImageNetSubset
@@ -168,7 +169,7 @@ def test_decoded_cache_holds_the_real_bitstream_decode_and_is_reused(tmp_path, c
     data = imagenet(imagenet_root)
     model = make_module("classification", "original", "compressed", cache, compressor_checkpoint)
     fit = trainer(tmp_path / "run", max_epochs=1)
-    fit.validate(model, datamodule=data, verbose=False)
+    cached = fit.validate(model, datamodule=data, verbose=False)[0]
     (decoded_cache, _), *_ = model.caches()
     path = data.val_set.source_paths()[3]
     x = to_float_chw(load_rgb(path)).unsqueeze(0)
@@ -183,13 +184,20 @@ def test_decoded_cache_holds_the_real_bitstream_decode_and_is_reused(tmp_path, c
     assert again.caches()[0][0].directory != decoded_cache.directory
     again.load_compressor(compressor_checkpoint)
     assert again.caches()[0][0].directory == decoded_cache.directory
-    assert decoded_cache.build(data.val_set.source_paths(), again._rnn_channel()) == 0
+    assert decoded_cache.build(data.val_set.source_paths(), again.channels()[0]) == 0
     other_k = make_module("classification", "original", "compressed", cache, compressor_checkpoint, iterations=1)
     other_k.load_compressor(compressor_checkpoint)
     assert other_k.caches()[0][0].directory != decoded_cache.directory
     smallest = make_module("classification", "original", "compressed", cache, None, stream_coding="smallest")
     smallest.load_compressor(compressor_checkpoint)
     assert smallest.caches()[0][0].directory != decoded_cache.directory  # other bytes: another cache
+    # no cache: the same images and bytes, decoded again whenever an image is read
+    uncached = make_module("classification", "original", "compressed", None, compressor_checkpoint)
+    results = trainer(tmp_path / "uncached", max_epochs=1).validate(uncached, datamodule=data, verbose=False)[0]
+    assert isinstance(data.val_set.image_loader, DecodingLoader)
+    np.testing.assert_array_equal(data.val_set.image_loader(path), expected)
+    for name in ("val/bytes_per_image", "val/data_reduction", "val/acc_top1"):
+        assert results[name] == pytest.approx(cached[name]), name
 
 
 def test_a_classical_channel_matched_to_the_compressor_bytes(tmp_path, compressor_checkpoint, imagenet_root):
