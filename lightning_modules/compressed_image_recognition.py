@@ -483,7 +483,7 @@ class CompressedImageRecognition(L.LightningModule):
         rates = dict(self.rates[stage])
         if self.classical is None or not self.classical.needs_budget or self._images_for(stage) == "original":
             rates.pop("over_budget_fraction")
-        self.log_dict({f"{stage}/{name}": float(value) for name, value in rates.items()})
+        self.log_dict({f"{stage}/{name}": float(value) for name, value in rates.items()}, sync_dist=True)
 
     def run_summary(self, stage: str) -> dict[str, Any]:
         """What a report needs of a finished evaluation: the setting, and the ``{stage}/…`` metrics."""
