@@ -28,7 +28,8 @@ Data. Compression happens before any augmentation or resizing: each source file 
 through the channel into a cache on disk (:mod:`datamodules.decoded_cache`, keyed on the channel's
 settings including the SHA-256 of the compressor's weights), and the DataModule's datasets then read
 the decoded images instead of the sources (their ``image_loader``) and apply their usual transforms.
-Works with any DataModule whose datasets have ``source_paths()`` and ``image_loader``
+With ``decoded_cache_dir=None`` the images are decoded again whenever they are read (same images and
+bytes; ``benchmarks/decoded_cache_throughput.py`` measures what that costs). Works with any DataModule whose datasets have ``source_paths()`` and ``image_loader``
 (``ImageNetSubset``, ``VOC``).
 
 Bytes (logged at the end of every validation / test epoch, over the whole evaluation set, whatever
