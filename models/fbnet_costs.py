@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from rich.progress import Progress
 from torch import Tensor, nn
 
 from models.fbnet import SearchSpace, architecture_indices
@@ -143,6 +142,11 @@ def measure_latency_ms(
     space: SearchSpace, threads: int = 1, warmup: int = 5, repeats: int = 20, progress: bool = True
 ) -> tuple[Tensor, float]:
     """Median batch-1 ms of every (layer, candidate) at that layer's input shape, and of stem + head."""
+    # imported here, not at module import: rich.progress evaluates an Optional[Union[float, int]], and
+    # typing's cache then hands that (float-first) object to Lightning's Optional[Union[int, float]]
+    # annotations, so jsonargparse would read --trainer.limit_train_batches 1 as 1.0 (all batches)
+    from rich.progress import Progress
+
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     table = torch.zeros(space.num_layers, len(CANDIDATE_NAMES), dtype=torch.float64)
