@@ -365,7 +365,17 @@ def _parent_checkpoint(model_cfg: Namespace) -> str | None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console-script entry point (``splitcv``); refusals about the run directory are one line, not a traceback."""
+    """Console-script entry point (``splitcv``); refusals about the run directory are one line, not a traceback.
+
+    ``splitcv search ...`` is the B-DCNN activation-bit search (``lightning_modules.bit_search``): it drives
+    ``trainer.validate`` over candidate bit widths rather than fitting, so it has its own parser.
+    """
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["search"]:
+        from lightning_modules.bit_search import main as bit_search
+
+        bit_search(argv[1:])
+        return
     try:
         SplitCVCLI(args=args)
     except (RunExistsError, NothingToResumeError, RunLockedError) as err:

@@ -32,7 +32,7 @@ against ``naive_layer_forwards`` = entries × (decomposed layers per forward) ×
 Run it (the search is a validate-driven loop: ``trainer.validate`` once per table, so GPUs, DDP and
 progress bars come from the Trainer)::
 
-    python -m lightning_modules.bit_search --config configs/trainer/cpu.yaml --config configs/bit_search/demo.yaml
+    splitcv search --config configs/trainer/cpu.yaml --config configs/bit_search/demo.yaml
     ... --run.id ID --resume true     # continue an interrupted search from its saved tables
 
 Outputs in ``<run dir>/search/``: ``tables/T{i}_{layer}.json``, ``search.json`` (reference accuracies,
@@ -131,7 +131,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 class BitSearch(L.LightningModule):
     """A B-DCNN whose validation pass measures either whole configurations or one table of Algorithm 1.
 
-    ``python -m lightning_modules.bit_search`` (:func:`run_search`) drives it: it sets :attr:`task` and
+    ``splitcv search`` (= ``python -m lightning_modules.bit_search``) (:func:`run_search`) drives it: it sets :attr:`task` and
     calls ``trainer.validate``; results land in :attr:`result`. Nothing is trained here.
 
     Args:
@@ -310,7 +310,7 @@ class BitSearch(L.LightningModule):
 
     def on_fit_start(self) -> None:
         raise RuntimeError(
-            "BitSearch is not trained: run the search with `python -m lightning_modules.bit_search --config "
+            "BitSearch is not trained: run the search with `splitcv search --config "
             "configs/trainer/cpu.yaml --config <this config>`; fine-tune its choice with QuantizedFinetune"
         )
 
@@ -615,7 +615,7 @@ def build_parser():
     from callbacks.run_directory import RunConfig
 
     parser = LightningArgumentParser(
-        prog="python -m lightning_modules.bit_search",
+        prog="splitcv search",
         description="Algorithm 1 (B-DCNN quantisation-bit search) over a validation subset, with a sweep over D.",
     )
     parser.add_argument("--config", action=ActionConfigFile, help="config files (compose; later ones win)")
@@ -645,7 +645,7 @@ def search_run_dir(run, resume: bool) -> Path:
 
 
 def main(args: list[str] | None = None) -> dict:
-    """``python -m lightning_modules.bit_search --config ...``: parse, build, search, report."""
+    """``splitcv search --config ...``: parse, build, search, report."""
     from lightning.pytorch.callbacks import RichProgressBar
     from lightning.pytorch.loggers import WandbLogger
 

@@ -2,9 +2,14 @@
 
 import os
 
+import lightning.pytorch  # noqa: F401  (before anything imports rich.progress: see below)
 import pytest
 import torch
 
+# Lightning first: once `rich.progress` has created typing's `Optional[Union[float, int]]`, Python's typing
+# cache hands the equal `Optional[Union[int, float]]` of Trainer's signature back float-first, and
+# jsonargparse then reads `--trainer.limit_train_batches 1` as 1.0 (every batch). train.py imports Lightning
+# before any of our modules for the same reason.
 os.environ.setdefault("WANDB_MODE", "disabled")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

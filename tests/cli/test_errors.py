@@ -116,3 +116,14 @@ def test_resuming_from_a_foreign_checkpoint_names_the_keys(tmp_path, tiny_compre
     )
     with pytest.raises(RuntimeError, match=r"(?s)Missing key.*codec\.encoder.*Unexpected key.*trunk\.fc\.weight"):
         SplitCVCLI(args=["fit", *tiny_compressor_args, "--run.root", str(tmp_path), "--ckpt_path", str(foreign)])
+
+
+def test_splitcv_search_is_the_bit_search_command(capsys):
+    """`splitcv search` routes to the B-DCNN bit search's own parser (not LightningCLI's subcommands)."""
+    import train
+
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["search", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: splitcv search") and "--resume" in out

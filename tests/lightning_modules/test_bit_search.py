@@ -214,5 +214,5 @@ def test_command_line_on_the_imagenet_fixture(tmp_path, monkeypatch):
 
 def test_fitting_a_search_is_refused_with_the_command_to_run(toy, tmp_path):
     search, loader, _, _ = toy
-    with pytest.raises(RuntimeError, match="python -m lightning_modules.bit_search"):
+    with pytest.raises(RuntimeError, match="splitcv search"):
         _trainer(tmp_path).fit(search, loader)
