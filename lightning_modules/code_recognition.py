@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 from torchvision.models import ResNet18_Weights
 
 from coding.image_quality import psnr
 from coding.rnn_bitstream import HEADER_SIZE, stream_bytes_per_image
 from lightning_modules.checkpoint_init import InitReport, ParentInit, init_weights_from
+from lightning_modules.classification_steps import log_classification_eval, top_k_accuracies
 from lightning_modules.data_checks import check_class_count
 from models.code_adapter import Upsample
 from models.code_classifier import CodeRecognitionNet, Variant
@@ -133,13 +133,7 @@ class CodeRecognition(L.LightningModule):
             adapter_blocks=adapter_blocks,
             trunk_weights=ResNet18_Weights.IMAGENET1K_V1 if pretrained_trunk else None,
         )
-        top5 = min(5, num_classes)
-        self.acc_top1 = nn.ModuleDict(
-            {s: MulticlassAccuracy(num_classes, top_k=1, average="micro") for s in ("val", "test")}
-        )
-        self.acc_top5 = nn.ModuleDict(
-            {s: MulticlassAccuracy(num_classes, top_k=top5, average="micro") for s in ("val", "test")}
-        )
+        self.acc_top1, self.acc_top5 = top_k_accuracies(num_classes)
         self.bytes_per_image = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.pixels_per_image = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.payload_bpp = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
@@ -225,10 +219,7 @@ class CodeRecognition(L.LightningModule):
     def _evaluate(self, batch: Any, stage: str) -> None:
         images, labels = self._split(batch)
         out = self.model.forward_with_codes(images)
-        n = images.shape[0]
-        self.log(f"{stage}/loss", F.cross_entropy(out["logits"], labels), batch_size=n, sync_dist=True)
-        self.acc_top1[stage].update(out["logits"], labels)
-        self.acc_top5[stage].update(out["logits"], labels)
+        log_classification_eval(self, out["logits"], labels, stage)
         sizes = stream_bytes_per_image(out["codes"])[-1].to(images.device, torch.float32)  # each image's k-it. stream
         pixels = images.shape[-2] * images.shape[-1]
         self.bytes_per_image[stage].update(sizes)
@@ -236,8 +227,6 @@ class CodeRecognition(L.LightningModule):
         self.payload_bpp[stage].update((sizes - HEADER_SIZE) * 8 / pixels)
         if self.model.has_decoder:
             self.psnr[stage].update(psnr(out["x_hats"][-1], images))
-        self.log(f"{stage}/acc_top1", self.acc_top1[stage], batch_size=n, prog_bar=stage == "val")
-        self.log(f"{stage}/acc_top5", self.acc_top5[stage], batch_size=n)
 
     def _log_rate(self, stage: str) -> None:
         bytes_per_image = self.bytes_per_image[stage].compute()

@@ -59,7 +59,6 @@ from lightning.pytorch.utilities import rank_zero_info
 from rich.progress import track
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset
-from torchmetrics.classification import MulticlassAccuracy
 from torchvision.models import get_model, get_model_weights
 
 from coding.image_channel import CLASSICAL, ChannelName, ClassicalChannel, RNNChannel
@@ -74,6 +73,7 @@ from datamodules.decoded_cache import (
 from datamodules.image_io import load_rgb
 from datamodules.voc_eval import VOCMeanAveragePrecision
 from lightning_modules.checkpoint_init import InitReport, ParentInit, init_weights_from
+from lightning_modules.classification_steps import log_classification_eval, top_k_accuracies
 from lightning_modules.data_checks import check_class_count
 from lightning_modules.detection_steps import (
     detection_eval_step,
@@ -257,13 +257,7 @@ class CompressedImageRecognition(L.LightningModule):
             if num_classes != net.fc.out_features:
                 net.fc = nn.Linear(net.fc.in_features, num_classes)
             self.recogniser = nn.Sequential(ImageNormalize(), net)
-            top5 = min(5, num_classes)
-            self.acc_top1 = nn.ModuleDict(
-                {s: MulticlassAccuracy(num_classes, top_k=1, average="micro") for s in ("val", "test")}
-            )
-            self.acc_top5 = nn.ModuleDict(
-                {s: MulticlassAccuracy(num_classes, top_k=top5, average="micro") for s in ("val", "test")}
-            )
+            self.acc_top1, self.acc_top5 = top_k_accuracies(num_classes)
         else:
             self.recogniser = build_ssd(
                 detector_arch,
@@ -469,13 +463,7 @@ class CompressedImageRecognition(L.LightningModule):
             detection_eval_step(self.recogniser, batch, self.map[stage])
             return
         images, labels = batch
-        logits = self(images)
-        n = images.shape[0]
-        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), batch_size=n, sync_dist=True)
-        self.acc_top1[stage].update(logits, labels)
-        self.acc_top5[stage].update(logits, labels)
-        self.log(f"{stage}/acc_top1", self.acc_top1[stage], batch_size=n, prog_bar=stage == "val")
-        self.log(f"{stage}/acc_top5", self.acc_top5[stage], batch_size=n)
+        log_classification_eval(self, self(images), labels, stage)
 
     def _log_epoch(self, stage: str) -> None:
         if self.hparams.task == "detection":

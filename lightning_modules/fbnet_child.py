@@ -21,10 +21,9 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torch import Tensor
 
+from lightning_modules.classification_steps import log_classification_eval, top_k_accuracies
 from lightning_modules.fbnet_search import cost_table_for, costs_from
 from models.fbnet import FBNetChildNet, read_architecture
 from models.fbnet_costs import CostSettings, CostTable
@@ -66,11 +65,7 @@ class FBNetChild(L.LightningModule):
         self.space, self.architecture = read_architecture(architecture)
         self.net = FBNetChildNet(self.space, self.architecture)
         n = self.space.num_classes
-        self.acc_top1 = nn.ModuleDict({s: MulticlassAccuracy(n, top_k=1, average="micro") for s in ("val", "test")})
-        self.acc_top5 = nn.ModuleDict(
-            {s: MulticlassAccuracy(n, top_k=min(5, n), average="micro") for s in ("val", "test")}
-        )
-        self.loss_mean = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self.acc_top1, self.acc_top5 = top_k_accuracies(n)
         self.cost_table: CostTable | None = None
 
     def forward(self, images: Tensor) -> Tensor:
@@ -100,14 +95,7 @@ class FBNetChild(L.LightningModule):
 
     def _evaluate(self, batch: Any, stage: str) -> None:
         images, labels = batch
-        logits = self(images)
-        n = images.shape[0]
-        self.loss_mean[stage](F.cross_entropy(logits, labels))
-        self.acc_top1[stage](logits, labels)
-        self.acc_top5[stage](logits, labels)
-        self.log(f"{stage}/loss", self.loss_mean[stage], batch_size=n)
-        self.log(f"{stage}/acc_top1", self.acc_top1[stage], batch_size=n, prog_bar=stage == "val")
-        self.log(f"{stage}/acc_top5", self.acc_top5[stage], batch_size=n)
+        log_classification_eval(self, self(images), labels, stage)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -22,10 +22,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_modules.bit_search import load_classifier_weights
 from lightning_modules.checkpoint_init import InitReport, ParentInit
+from lightning_modules.classification_steps import log_classification_eval, top_k_accuracies
 from models.bdcnn import LayerSelection, convert_to_bdcnn, decomposed_layers, selected_layers, set_bits
 from models.bdcnn_networks import Arch, build_classifier
 from models.binary_decomposition import Method
@@ -117,13 +117,7 @@ class QuantizedFinetune(L.LightningModule):
             # (ParentInit); until then a cheap greedy one of the initial weights gives the layers their shapes
             self.model = self._decompose(network, chosen, "greedy" if init_from else decomposition)
         self.parent_init = ParentInit(self, init_from, QuantizedFinetune.load_parent)
-        top5 = min(5, num_classes)
-        self.acc_top1 = nn.ModuleDict(
-            {s: MulticlassAccuracy(num_classes, top_k=1, average="micro") for s in ("val", "test")}
-        )
-        self.acc_top5 = nn.ModuleDict(
-            {s: MulticlassAccuracy(num_classes, top_k=top5, average="micro") for s in ("val", "test")}
-        )
+        self.acc_top1, self.acc_top5 = top_k_accuracies(num_classes)
 
     def _decompose(self, network: nn.Module, bits: int | dict | None, method: Method) -> nn.Module:
         hp = self.hparams
@@ -169,13 +163,7 @@ class QuantizedFinetune(L.LightningModule):
 
     def _evaluate(self, batch: Any, stage: str) -> None:
         images, labels = batch[0], batch[1]
-        logits = self.model(images)
-        n = images.shape[0]
-        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), batch_size=n, sync_dist=True)
-        self.acc_top1[stage].update(logits, labels)
-        self.acc_top5[stage].update(logits, labels)
-        self.log(f"{stage}/acc_top1", self.acc_top1[stage], batch_size=n, prog_bar=stage == "val")
-        self.log(f"{stage}/acc_top5", self.acc_top5[stage], batch_size=n)
+        log_classification_eval(self, self.model(images), labels, stage)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")

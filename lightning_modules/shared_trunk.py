@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, SumMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from coding.feature_codec import FeatureCodec, FeatureImageCodec
 from coding.feature_tiling import Layout
 from coding.image_codecs import encode_image
 from datamodules.voc_eval import VOCMeanAveragePrecision
+from lightning_modules.classification_steps import log_classification_eval, top_k_accuracies
 from lightning_modules.detection_steps import (
     detection_eval_step,
     detection_training_step,
@@ -130,9 +130,7 @@ class SharedTrunkTask(L.LightningModule):
             self.map = nn.ModuleDict({s: VOCMeanAveragePrecision() for s in STAGES})
         else:
             self.model = split_classifier(trunk, classes, weights, width)
-            top5 = min(5, classes)
-            self.acc_top1 = nn.ModuleDict({s: MulticlassAccuracy(classes, top_k=1, average="micro") for s in STAGES})
-            self.acc_top5 = nn.ModuleDict({s: MulticlassAccuracy(classes, top_k=top5, average="micro") for s in STAGES})
+            self.acc_top1, self.acc_top5 = top_k_accuracies(classes, STAGES)
         self.split.edge.requires_grad_(False)
         self.split.edge.eval()
         self.feature_bytes = nn.ModuleDict({s: SumMetric() for s in STAGES})
@@ -215,13 +213,7 @@ class SharedTrunkTask(L.LightningModule):
                 ]
             else:
                 images, labels = self._classification_batch(batch)
-                logits = self.model(images)
-                n = images.shape[0]
-                self.log(f"{stage}/loss", F.cross_entropy(logits, labels), batch_size=n, sync_dist=True)
-                self.acc_top1[stage].update(logits, labels)
-                self.acc_top5[stage].update(logits, labels)
-                self.log(f"{stage}/acc_top1", self.acc_top1[stage], batch_size=n, prog_bar=stage == "val")
-                self.log(f"{stage}/acc_top5", self.acc_top5[stage], batch_size=n)
+                log_classification_eval(self, self.model(images), labels, stage)
         finally:
             handle.remove()
         self._count_bytes(images, stage)

@@ -245,3 +245,17 @@ def test_accuracy_is_plain_micro_top_k_on_imbalanced_labels():
         model.validation_step((images[6:], labels[6:]), 1)
     assert float(model.acc_top1["val"].compute()) == pytest.approx(0.8)
     assert float(model.acc_top5["val"].compute()) == pytest.approx(0.9)
+
+
+def test_shared_top_k_is_micro_and_logs_under_the_contract_names():
+    """classification_steps: every classifier's acc_top1/acc_top5 is plain accuracy (8 of 10 right = 0.8
+    even though class 1 and class 9 are each 0 % right, which macro averaging would weigh as 1/3)."""
+    from lightning_modules.classification_steps import top_k_accuracies
+
+    top1, top5 = top_k_accuracies(10)
+    labels = torch.tensor([0] * 8 + [1, 9])
+    logits = torch.zeros(10, 10)
+    logits[:, 0] = 1.0  # always predicts class 0
+    top1["val"].update(logits, labels)
+    assert top1["val"].compute().item() == pytest.approx(0.8)
+    assert top5["test"].top_k == 5 and top_k_accuracies(3)[1]["val"].top_k == 3
