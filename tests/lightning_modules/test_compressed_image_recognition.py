@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader
 from coding.image_codecs import to_float_chw
 from coding.rnn_bitstream import compress, decompress
 from datamodules.decoded_cache import DecodingLoader
-from datamodules.fixtures import write_imagenet, write_voc
 from datamodules.image_io import load_rgb
 from datamodules.imagenet_subset import ImageNetSubset
 from datamodules.voc import VOC
@@ -42,20 +41,6 @@ def compressor_checkpoint(tmp_path_factory) -> str:
     path = root / "compressor.ckpt"
     fit.save_checkpoint(path)
     return str(path)
-
-
-@pytest.fixture(scope="module")
-def imagenet_root(tmp_path_factory) -> str:
-    return str(
-        write_imagenet(tmp_path_factory.mktemp("imagenet"), train_per_wnid=1, val_per_wnid=1, image_size=(40, 48))
-    )
-
-
-@pytest.fixture(scope="module")
-def voc_root(tmp_path_factory) -> str:
-    return str(
-        write_voc(tmp_path_factory.mktemp("voc"), trainval_2007=4, test_2007=2, trainval_2012=2, image_size=(64, 80))
-    )
 
 
 def imagenet(root: str) -> ImageNetSubset:

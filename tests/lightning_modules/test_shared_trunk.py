@@ -11,7 +11,6 @@ from torch.utils.data import DataLoader
 
 from coding.feature_codec import FeatureCodec
 from coding.image_codecs import encode_image
-from datamodules.fixtures import write_imagenet, write_voc
 from datamodules.imagenet_subset import ImageNetSubset
 from datamodules.voc import VOC
 from lightning_modules.shared_trunk import SharedTrunkTask
@@ -19,20 +18,6 @@ from lightning_modules.shared_trunk import SharedTrunkTask
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 WIDTH = {"vgg16": 1 / 16, "mobilenet_v2": 0.25}
-
-
-@pytest.fixture(scope="module")
-def imagenet_root(tmp_path_factory) -> str:
-    return str(
-        write_imagenet(tmp_path_factory.mktemp("imagenet"), train_per_wnid=1, val_per_wnid=1, image_size=(40, 48))
-    )
-
-
-@pytest.fixture(scope="module")
-def voc_root(tmp_path_factory) -> str:
-    return str(
-        write_voc(tmp_path_factory.mktemp("voc"), trainval_2007=4, test_2007=2, trainval_2012=2, image_size=(64, 80))
-    )
 
 
 def data_for(task: str, request) -> L.LightningDataModule:
