@@ -37,7 +37,8 @@ DDP: the cost table is built on rank 0 and broadcast; the CCEL accuracy is the a
 accuracy of the global batch (every rank takes the same branch); gradients of ``theta`` are averaged
 by DDP, which needs ``strategy: ddp_find_unused_parameters_true`` (each of the two backward passes
 leaves the other split's parameters unused; ``setup`` refuses plain ``ddp``); logged scalars use
-``sync_dist``; the export's accuracies are all-reduced counts; files are written by rank 0 only.
+``sync_dist``; evaluation and the export use rank 0's BatchNorm statistics (broadcast first: see
+``sync_batchnorm_statistics``); the export's accuracies are all-reduced counts; files are written by rank 0 only.
 """
 
 from __future__ import annotations
@@ -375,6 +376,20 @@ class FBNetSearch(L.LightningModule):
     def probabilities(self) -> Tensor:
         return torch.softmax(self.supernet.theta.detach().float(), dim=-1)
 
+    def sync_batchnorm_statistics(self) -> None:
+        """Under DDP, rank 0's BatchNorm running statistics on every rank (those its checkpoints hold).
+
+        With manual optimisation Lightning's DDP wrapper never broadcasts buffers after the first step
+        (its forward leaves ``require_forward_param_sync`` off), so each rank's statistics follow its
+        own batches; evaluated as they are, each rank would score its share of the validation set with
+        other statistics than the checkpoint's."""
+        if self._trainer is not None and self.trainer.world_size > 1:
+            for buffer in self.supernet.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+
+    def on_validation_start(self) -> None:
+        self.sync_batchnorm_statistics()
+
     def _evaluate(self, batch: Any, stage: str) -> None:
         images, labels = batch
         weights = one_hot(argmax_architecture(self.supernet.theta)).to(images)
@@ -383,7 +398,7 @@ class FBNetSearch(L.LightningModule):
         metric(logits, labels)
         self.log(f"{stage}/acc_top1", metric, prog_bar=stage == "val", batch_size=images.shape[0])
         if stage == "val":
-            self.val_loss(F.cross_entropy(logits, labels))
+            self.val_loss(F.cross_entropy(logits, labels, reduction="none"))  # per image, not per batch
             self.log("val/loss", self.val_loss, batch_size=images.shape[0])
 
     def _log_costs(self, stage: str) -> None:
@@ -454,6 +469,7 @@ class FBNetSearch(L.LightningModule):
     def export(self) -> dict[str, Any]:
         """Argmax and best-of-``export_samples`` architectures with their validation accuracy and costs."""
         assert self.cost_table is not None
+        self.sync_batchnorm_statistics()
         hp = self.hparams
         loader = self.trainer.val_dataloaders
         argmax = argmax_architecture(self.supernet.theta)
