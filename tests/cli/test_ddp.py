@@ -6,7 +6,10 @@ in turn with ``configs/trainer/ddp.yaml`` made CPU-sized. The checks:
 
 - the validation metrics that rank 0 logs are those of the whole validation set: the same values as
   a single-process ``validate`` of the checkpoint the DDP fit wrote (they would be rank 0's half
-  without the reduction), and rank 1 holds the same values;
+  without the reduction), and rank 1 holds the same values. Rank 1 scores its half with rank 0's weights
+  and statistics: ``FBNetSearch`` (manual optimisation, ``ddp_find_unused_parameters_true``) broadcasts its
+  BatchNorm statistics first, which Lightning's DDP does not do for it; its batches of 3 + 1 images in one
+  process against 2 + 2 on the ranks would expose a loss averaged per batch instead of per image;
 - only rank 0 writes: ``--run.root`` is relative and each rank runs in its own working directory, so
   anything rank 1 wrote (run directory, checkpoint, config, logs) would appear under its own.
 
@@ -36,12 +39,42 @@ CPU_DDP = [
     "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
     "--seed_everything", "0", "--run.root", "runs",
 ]  # fmt: skip
+COMPRESSOR_CHECKPOINT = "runs/rnn_compressor/ddp/checkpoints/last.ckpt"  # under rank 0's working directory
+FBNET_STAGES = [[8, 1, 1], [16, 1, 2]]
 
 
-def methods(fixtures: Path) -> dict[str, dict]:
+def methods(fixtures: Path, work: Path) -> dict[str, dict]:
     """Every method: model and data (class and init args) at tiny widths; validation sets of even size
-    (2 photos; 10 classes × 2 images; 10 VOC test images), so DDP's sampler pads no duplicate in."""
+    (2 photos; 10 classes × 2 images; 10 VOC test images; 4 CIFAR-10 images), so DDP's sampler pads no
+    duplicate in. In order: the compressor's checkpoint (``--run.id ddp``, rank 0's, under ``work``) is the
+    frozen wire of the recogniser on decoded images after it."""
     imagenet, voc = fixtures / "imagenet", fixtures / "voc"
+    imagenet_data = (
+        "datamodules.imagenet_subset.ImageNetSubset",
+        {
+            "root": str(imagenet),
+            "class_list": str(imagenet / "class_list.txt"),
+            "image_size": 32,
+            "batch_size": 4,
+            "num_workers": 0,
+            "pin_memory": False,
+        },
+    )
+    cifar = {
+        "root": str(fixtures / "cifar10"),
+        "val_fraction": 0.2,
+        "batch_size": 3,
+        "num_workers": 0,
+        "pin_memory": False,
+        "verify_checksums": False,
+    }  # 4 validation images: batches of 3 + 1 in one process, of 2 on each rank (a loss averaged per batch differs)
+    # the latency cache that the fixture's cost table filled: no rank measures latency
+    costs = {
+        "costs.cache_dir": str(fixtures / "latency"),
+        "costs.warmup": 0,
+        "costs.repeats": 1,
+        "costs.progress": False,
+    }
     return {
         "rnn_compressor": {
             "model": ("lightning_modules.rnn_compressor.RNNCompressor", {"width": 0.0625, "iterations": 2}),
@@ -55,17 +88,71 @@ def methods(fixtures: Path) -> dict[str, dict]:
                 "lightning_modules.code_recognition.CodeRecognition",
                 {"num_classes": 10, "iterations": 1, "codec_width": 0.0625, "latency_warmup": 1, "latency_repeats": 1},
             ),
-            "data": (
-                "datamodules.imagenet_subset.ImageNetSubset",
+            "data": imagenet_data,
+        },
+        "compressed_image_recognition": {
+            "model": (
+                "lightning_modules.compressed_image_recognition.CompressedImageRecognition",
                 {
-                    "root": str(imagenet),
-                    "class_list": str(imagenet / "class_list.txt"),
-                    "image_size": 32,
-                    "batch_size": 4,
-                    "num_workers": 0,
-                    "pin_memory": False,
+                    "task": "classification",
+                    "num_classes": 10,
+                    "channel": "rnn",
+                    "iterations": 2,
+                    "codec_width": 0.0625,
+                    "init_compressor_from": str(work / "rank0" / COMPRESSOR_CHECKPOINT),
+                    "decoded_cache_dir": str(work / "decoded_cache"),  # shared: each rank decodes half
+                    "cache_workers": 0,
+                    "arch": "shufflenet_v2_x0_5",
                 },
             ),
+            "data": imagenet_data,
+        },
+        "shared_trunk": {
+            "model": (
+                "lightning_modules.shared_trunk.SharedTrunkTask",
+                {
+                    "trunk": "mobilenet_v2",
+                    "task": "classification",
+                    "num_classes": 10,
+                    "width": 0.25,
+                    "image_size": 32,
+                    "codec": "hevc",
+                    "codec_quality": 35,
+                    "latency_warmup": 0,
+                    "latency_repeats": 1,
+                },
+            ),
+            "data": imagenet_data,
+        },
+        "fbnet_search": {
+            "model": (
+                "lightning_modules.fbnet_search.FBNetSearch",
+                {"width": 0.25, "stages": FBNET_STAGES, "warmup_epochs": 0, "export_samples": 1, **costs},
+            ),
+            "data": ("datamodules.cifar10.CIFAR10", {**cifar, "split": "search"}),
+            "args": ["--trainer.strategy", "ddp_find_unused_parameters_true"],
+        },
+        "fbnet_child": {
+            "model": (
+                "lightning_modules.fbnet_child.FBNetChild",
+                {"architecture": str(fixtures / "fbnet" / "architecture.txt"), "measure_ms_per_image": False, **costs},
+            ),
+            "data": ("datamodules.cifar10.CIFAR10", cifar),
+        },
+        "quantized_finetune": {
+            "model": (
+                "lightning_modules.quantized_finetune.QuantizedFinetune",
+                {
+                    "arch": "toy3",
+                    "num_classes": 10,
+                    "width": 4,
+                    "convert": True,
+                    "bases": 2,
+                    "bits": 3,
+                    "decomposition": "greedy",
+                },
+            ),
+            "data": ("datamodules.cifar10.CIFAR10", cifar),
         },
         "detector": {
             "model": (
@@ -88,7 +175,7 @@ def methods(fixtures: Path) -> dict[str, dict]:
 
 
 def cli_args(name: str, spec: dict) -> list[str]:
-    args = ["--run.name", name]
+    args = ["--run.name", name, "--run.id", "ddp", *spec.get("args", [])]
     for part in ("model", "data"):
         class_path, init = spec[part]
         args += [f"--{part}", class_path]
@@ -122,11 +209,20 @@ def run_rank(spec_file: str) -> None:
 
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory) -> Path:
-    from datamodules.fixtures import write_imagenet, write_voc
+    from datamodules.fixtures import write_cifar10, write_imagenet, write_voc
+    from models.fbnet import cifar10_space, write_architecture
+    from models.fbnet_costs import CostSettings, build_cost_table
 
     root = tmp_path_factory.mktemp("fixtures")
     write_imagenet(root / "imagenet", train_per_wnid=2, val_per_wnid=2, image_size=(40, 48))
     write_voc(root / "voc", trainval_2007=4, test_2007=10, trainval_2012=2, image_size=(64, 80))
+    write_cifar10(root / "cifar10", train_per_batch=4, test_images=4)
+    # an exported child architecture with its cost table beside it, as FBNetSearch writes them; the latency
+    # cache it fills is the search's too, so no rank measures latency
+    space = cifar10_space(width=0.25, stages=FBNET_STAGES)
+    write_architecture(root / "fbnet" / "architecture.txt", space, ["k3_e3", "k5_e1_g2"])
+    settings = CostSettings(cache_dir=str(root / "latency"), warmup=0, repeats=1, progress=False)
+    (root / "fbnet" / "cost_table.json").write_text(json.dumps(build_cost_table(space, settings).to_json()))
     return root
 
 
@@ -147,7 +243,7 @@ def single_process_validate(spec: dict, checkpoint: Path) -> dict[str, float]:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_process_fit_reduces_validation_over_both_ranks_and_only_rank_0_writes(tmp_path, fixtures):
-    specs = methods(fixtures)
+    specs = methods(fixtures, tmp_path)
     out = tmp_path / "metrics"
     out.mkdir()
     spec_file = tmp_path / "spec.json"
