@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Trains an eighth-width compressor on scikit-image's bundled photos (CPU, ~6 min: 5 min 56 s measured on a
-# quiet 2-core machine), then codes the held-out photos at iterations 1..T beside JPEG and WebP at the nearest
+# Trains an eighth-width compressor on scikit-image's bundled photos (CPU, ~7 min: 7 min 4 s measured on the
+# 2-core machine; see the README), then codes the held-out photos at iterations 1..T beside JPEG and WebP at the nearest
 # bpp: table + plot in runs/rnn_compressor_demo/$(DEMO_ID)/rate_distortion/.
 # A run is never trained over: a finished demo is kept and reported (train another with DEMO_ID=name); an
 # interrupted one continues from its last checkpoint. DEMO_ARGS are added to the fit (e.g. a shorter run:
