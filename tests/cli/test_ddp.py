@@ -234,7 +234,12 @@ def single_process_validate(spec: dict, checkpoint: Path) -> dict[str, float]:
     data_path, data_args = spec["data"]
     model = import_object(model_path).load_from_checkpoint(checkpoint, map_location="cpu")
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=checkpoint.parent / "single_process",  # what a module writes stays in the test's folder
     )
     (metrics,) = trainer.validate(model, datamodule=import_object(data_path)(**data_args), verbose=False)
     return {k: float(v) for k, v in metrics.items()}
