@@ -7,7 +7,7 @@ import math
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules.fixtures import write_imagenet
@@ -16,6 +16,7 @@ from lightning_modules.checkpoint_init import CheckpointMismatchError
 from lightning_modules.code_recognition import CodeRecognition
 from lightning_modules.rnn_compressor import RNNCompressor
 from models.rnn_codec import RNNCodec
+from tests.lightning_modules.tiny_trainer import trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,23 +42,6 @@ class RandomImages(L.LightningDataModule):
         return DataLoader(self.data, batch_size=self.batch_size)
 
     val_dataloader = test_dataloader = predict_dataloader = train_dataloader
-
-
-def trainer(tmp_path, max_epochs: int, callbacks=(), val_batches: int = 1) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        max_epochs=max_epochs,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        num_sanity_val_steps=0,
-        limit_train_batches=1,
-        limit_val_batches=val_batches,
-        limit_test_batches=1,
-        limit_predict_batches=1,
-        callbacks=[ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_top_k=0, save_last=True), *callbacks],
-    )
 
 
 def module(variant: str, **kwargs) -> CodeRecognition:

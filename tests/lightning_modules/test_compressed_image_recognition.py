@@ -9,7 +9,6 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from coding.image_codecs import to_float_chw
@@ -20,6 +19,7 @@ from datamodules.imagenet_subset import ImageNetSubset
 from datamodules.voc import VOC
 from lightning_modules.compressed_image_recognition import REGIMES, CompressedImageRecognition
 from lightning_modules.rnn_compressor import RNNCompressor
+from tests.lightning_modules.tiny_trainer import trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -65,15 +65,6 @@ def make_module(task: str, train_on: str, eval_on: str, cache: str, compressor: 
     return CompressedImageRecognition(
         task=task, train_on=train_on, eval_on=eval_on, init_compressor_from=compressor, **{**common, **kwargs}
     )
-
-
-def trainer(root, max_epochs: int) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu", max_epochs=max_epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=root, num_sanity_val_steps=0, limit_train_batches=1, limit_val_batches=1,
-        limit_test_batches=1, limit_predict_batches=1,
-        callbacks=[ModelCheckpoint(dirpath=root / "checkpoints", save_top_k=0, save_last=True)],
-    )  # fmt: skip
 
 
 def expected_rates(paths, codec, compressed: bool) -> dict[str, float]:

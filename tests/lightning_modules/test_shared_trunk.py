@@ -6,7 +6,6 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from coding.feature_codec import FeatureCodec
@@ -14,6 +13,7 @@ from coding.image_codecs import encode_image
 from datamodules.imagenet_subset import ImageNetSubset
 from datamodules.voc import VOC
 from lightning_modules.shared_trunk import SharedTrunkTask
+from tests.lightning_modules.tiny_trainer import trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,15 +44,6 @@ def module(trunk: str, task: str, **kwargs) -> SharedTrunkTask:
         "latency_repeats": 1,
     }
     return SharedTrunkTask(trunk=trunk, task=task, **{**defaults, **kwargs})
-
-
-def trainer(root, max_epochs: int) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu", max_epochs=max_epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=root, num_sanity_val_steps=0, limit_train_batches=1, limit_val_batches=1,
-        limit_test_batches=1, limit_predict_batches=1,
-        callbacks=[ModelCheckpoint(dirpath=root / "checkpoints", save_top_k=0, save_last=True)],
-    )  # fmt: skip
 
 
 def edge_state(model: SharedTrunkTask) -> dict[str, torch.Tensor]:
