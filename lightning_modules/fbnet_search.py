@@ -218,8 +218,20 @@ class FBNetSearch(L.LightningModule):
                 )
         if self.cost_table is not None:
             return
+        if bool(self.latency_table_ms.any()):  # loaded with the weights (load_from_checkpoint): the run's own table
+            self.cost_table = self._table_from_state(self.state_dict(), "checkpoint")
+            return
         table = cost_table_for(self, self.space, self.costs)
         self.set_cost_table(table)
+
+    @staticmethod
+    def _table_from_state(state: dict[str, Any], energy_source: str) -> CostTable:
+        """The cost table a checkpoint's buffers hold (never re-measured)."""
+        return CostTable(
+            state["latency_table_ms"].double(), state["energy_table_mj"].double(),
+            float(state["fixed_costs"][0]), float(state["fixed_costs"][1]),
+            energy_source, "checkpoint",
+        )  # fmt: skip
 
     def set_cost_table(self, table: CostTable) -> None:
         """Install ``table`` (checked against the loss units: see the module docstring)."""
@@ -250,11 +262,7 @@ class FBNetSearch(L.LightningModule):
         state = checkpoint["state_dict"]
         if self.cost_table is not None and "latency_table_ms" in state:
             # resume with the checkpoint's table, not a re-measured one
-            self.cost_table = CostTable(
-                state["latency_table_ms"].double(), state["energy_table_mj"].double(),
-                float(state["fixed_costs"][0]), float(state["fixed_costs"][1]),
-                self.cost_table.energy_source, "checkpoint",
-            )  # fmt: skip
+            self.cost_table = self._table_from_state(state, self.cost_table.energy_source)
 
     # ----------------------------------------------------------------------------------- schedule
 

@@ -173,6 +173,16 @@ def test_fit_writes_the_run_outputs_and_resumes_exactly(tmp_path, cifar_root, co
         assert torch.equal(value, resumed["state_dict"][key]), key
     theta = full["state_dict"]["supernet.theta"]
     assert not torch.equal(theta, first["state_dict"]["supernet.theta"])  # epoch 2 trained theta; the check can fail
+    # a loaded checkpoint evaluates with its own cost table, never a re-measured one (here: one that differs
+    # from anything the host would measure, and no latency cache to read)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint["state_dict"]["latency_table_ms"] *= 3.0
+    torch.save(checkpoint, tmp_path / "scaled.ckpt")
+    fresh_costs = CostSettings(cache_dir=str(tmp_path / "empty_cache"), warmup=0, repeats=1, progress=False)
+    loaded = FBNetSearch.load_from_checkpoint(tmp_path / "scaled.ckpt", costs=fresh_costs, weights_only=False)
+    loaded.setup("validate")
+    assert torch.equal(loaded.cost_table.latency_ms.float(), checkpoint["state_dict"]["latency_table_ms"])
+    assert loaded.cost_table.latency_source == "checkpoint"
 
 
 def test_report_names_runs_as_the_paper_does():
