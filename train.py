@@ -352,7 +352,14 @@ class SplitCVCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         plugins = kwargs.pop("plugins", None) or self._get(self.config_init, "trainer", default={}).get("plugins")
         plugins = [] if plugins is None else plugins if isinstance(plugins, list) else [plugins]
-        return super().instantiate_trainer(plugins=[*plugins, *getattr(self, "extra_plugins", [])] or None, **kwargs)
+        trainer = super().instantiate_trainer(plugins=[*plugins, *getattr(self, "extra_plugins", [])] or None, **kwargs)
+        for logger in trainer.loggers:
+            # Lightning always passes ``anonymous=None`` to wandb.init, and wandb >= 0.19 warns on every run that
+            # the setting has no effect; there is no public way to leave it out.
+            init = getattr(logger, "_wandb_init", None)
+            if isinstance(init, dict) and init.get("anonymous", "") is None:
+                del init["anonymous"]
+        return trainer
 
 
 def _parent_checkpoint(model_cfg: Namespace) -> str | None:

@@ -50,6 +50,10 @@ def wandb_logger_args(run_dir: Path, name: str, group: str, tags: list[str]) -> 
     """Arguments for ``WandbLogger`` so that a requeued run continues (online) or joins its group (offline)."""
     online = wandb_online()
     args = {"save_dir": str(run_dir), "name": name, "group": group, "tags": list(tags), "offline": not online}
+    if not online:
+        # Lightning's ``offline`` only sets WANDB_MODE when the run starts, after wandb may have read its settings;
+        # wandb >= 0.19 then still asks for a key. ``mode`` reaches ``wandb.init`` itself.
+        args["mode"] = "disabled" if os.environ.get("WANDB_MODE", "").lower() == "disabled" else "offline"
     if online:
         args.update(id=persistent_run_id(run_dir), resume="allow")
     return args
