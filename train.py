@@ -7,7 +7,7 @@
 
 What this adds to plain LightningCLI (see docs/design.md, "Runs, resume, fine-tune"):
 
-- ``run:`` settings (:class:`callbacks.run_directory.RunConfig`) decide the run directory
+- ``run:`` settings (:class:`cli.run_directory.RunConfig`) decide the run directory
   ``<root>/<name>/<id>``; it becomes ``trainer.default_root_dir`` and holds checkpoints, config, logs.
 - A run id is one run: a ``fit`` without ``--ckpt_path`` into a directory that holds a run refuses before
   any work; a fit holds ``run.lock`` so that a second live process cannot write into the same run.
@@ -41,7 +41,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from callbacks.rng_state import RNGStateCheckpoint
-from callbacks.run_directory import (
+from cli.run_directory import (
     FirstBatchMarker,
     RunConfig,
     checkpoint_dir,
@@ -55,9 +55,9 @@ from callbacks.run_directory import (
     slurm_run_id,
     snapshot,
 )
-from callbacks.run_lock import RunLock, RunLockedError
-from callbacks.save_config import SaveRunConfig
-from callbacks.wandb_run import wandb_logger_args
+from cli.run_lock import RunLock, RunLockedError
+from cli.save_config import SaveRunConfig
+from cli.wandb_run import wandb_logger_args
 
 log = logging.getLogger("splitcv")
 

@@ -24,8 +24,8 @@ import json
 import re
 from pathlib import Path
 
-from callbacks.fbnet_plots import plot_chosen_blocks
 from models.fbnet import FBNetChildNet, read_architecture
+from plotting.fbnet_plots import plot_chosen_blocks
 
 # the paper's Tables 2 and 3: accuracy %, seconds for 10,000 images (i7-6950X), joules (RPi 3B table), parameters M
 PAPER = {

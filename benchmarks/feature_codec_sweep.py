@@ -45,13 +45,13 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from callbacks.plots import plt  # noqa: E402  (headless matplotlib)
 from coding.feature_codec import FeatureCodec, decode, feature_psnr  # noqa: E402
 from coding.feature_tiling import LAYOUTS  # noqa: E402
 from coding.image_codecs import available_codecs, encode_image  # noqa: E402
 from datamodules.classification_transforms import eval_transform  # noqa: E402
 from datamodules.sample_images import SAMPLE_PHOTOS, load_sample_photo  # noqa: E402
 from models.split_backbones import TRUNKS, split_classifier  # noqa: E402
+from plotting.plots import plt  # noqa: E402  (headless matplotlib)
 
 HEVC_QPS = (10, 20, 30, 35, 40, 50)  # the paper's Tables 6 and 8
 QUALITIES = (10, 30, 50, 70, 80, 90)  # the paper's WebP Tables 7 and 9 use 10 … 90

@@ -20,12 +20,12 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from callbacks.plots import plot_rate_distortion
 from coding.rate_distortion import nearest_quality_at_bpp, rnn_codec_points
 from datamodules.patch_datasets import fit_for_codec
 from datamodules.patch_transforms import to_unit_tensor
 from datamodules.sample_images import DEFAULT_VAL_PHOTOS, load_sample_photo
 from lightning_modules.rnn_compressor import RNNCompressor
+from plotting.plots import plot_rate_distortion
 
 
 def rate_distortion_table(

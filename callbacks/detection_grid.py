@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
-from lightning_modules.detection_steps import class_name
+from datamodules.voc_eval import class_name
 
 
 def draw_detections(

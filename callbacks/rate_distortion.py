@@ -15,7 +15,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
-from callbacks.plots import plot_rate_distortion
+from plotting.plots import plot_rate_distortion
 
 _PER_ITERATION = re.compile(r"^(?P<stage>val|test)/bpp_it(?P<k>\d+)$")
 

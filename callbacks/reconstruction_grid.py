@@ -7,7 +7,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
-from callbacks.plots import reconstruction_grid, save_image_grid
+from plotting.plots import reconstruction_grid, save_image_grid
 
 
 class ReconstructionGridLogger(Callback):

@@ -334,3 +334,8 @@ class VOCMeanAveragePrecision(Metric):
         self._images_seen = 0
         if self.reference is not None:
             self.reference.reset()
+
+
+def class_name(label: int, class_names: Sequence[str] | None) -> str:
+    """``class_names[label]`` (index 0 = background) or ``class{label}``."""
+    return class_names[label] if class_names is not None and 0 <= label < len(class_names) else f"class{label}"

@@ -612,7 +612,7 @@ def build_parser():
     from jsonargparse import ActionConfigFile
     from lightning.pytorch.cli import LightningArgumentParser
 
-    from callbacks.run_directory import RunConfig
+    from cli.run_directory import RunConfig
 
     parser = LightningArgumentParser(
         prog="splitcv search",
@@ -632,7 +632,7 @@ def search_run_dir(run, resume: bool) -> Path:
     """``<root>/<name>/<id>``; with ``resume`` and no id, the newest run of that name holding a search."""
     from datetime import datetime
 
-    from callbacks.run_directory import slurm_run_id
+    from cli.run_directory import slurm_run_id
 
     experiment = Path(run.root) / (run.name or "bit_search")
     run_id = run.id or slurm_run_id()
@@ -649,8 +649,8 @@ def main(args: list[str] | None = None) -> dict:
     from lightning.pytorch.callbacks import RichProgressBar
     from lightning.pytorch.loggers import WandbLogger
 
-    from callbacks.run_directory import RunConfig
-    from callbacks.wandb_run import wandb_logger_args
+    from cli.run_directory import RunConfig
+    from cli.wandb_run import wandb_logger_args
 
     parser = build_parser()
     cfg = parser.parse_args(args)

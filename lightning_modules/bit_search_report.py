@@ -56,7 +56,7 @@ def write_report(summary: dict, out: Path) -> None:
 
 
 def plot_pareto(summary: dict, path: Path) -> Path:
-    from callbacks.plots import plt
+    from plotting.plots import plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     uni = summary["uniform"]

@@ -81,9 +81,9 @@ from lightning_modules.detection_steps import (
     log_detection_metrics,
     split_detection_batch,
 )
-from lightning_modules.detector import Arch, build_ssd
 from models.code_classifier import ImageNormalize
 from models.rnn_codec import CellType, Reconstruction, RNNCodec
+from models.ssd import Arch, build_ssd
 
 Task = Literal["classification", "detection"]
 Images = Literal["original", "compressed"]
@@ -181,7 +181,7 @@ class CompressedImageRecognition(L.LightningModule):
         weights: torchvision weights of ``arch`` (``IMAGENET1K_V1``, ``IMAGENET1K_V2``; downloaded on first
             use) or ``None`` (random initialisation). The classifier layer is new when ``num_classes`` ≠ 1000.
         detector_arch: ``ssdlite_mobilenet_v2`` (MobileNetV2-SSDLite, our stand-in for the paper's MobileNet-SSD,
-            see :func:`models.ssd.ssdlite320_mobilenet_v2`) or ``ssd300_vgg16`` (:func:`lightning_modules.detector.build_ssd`).
+            see :func:`models.ssd.ssdlite320_mobilenet_v2`) or ``ssd300_vgg16`` (:func:`models.ssd.build_ssd`).
         detector_width: MobileNetV2 width multiplier of the detector.
         detector_weights_backbone: ImageNet weights of the detector's backbone (``IMAGENET1K_V1``) or ``None``.
         detector_image_size: input side of the SSD (320 for SSDLite320; images are resized inside).

@@ -34,7 +34,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
-from datamodules.voc_eval import VOCMeanAveragePrecision
+from datamodules.voc_eval import VOCMeanAveragePrecision, class_name
 
 LOSS_NAMES = ("bbox_regression", "classification")
 
@@ -102,11 +102,6 @@ def detection_eval_step(model: nn.Module, batch: Any, metric: VOCMeanAveragePrec
     if targets is not None:
         metric.update(preds, targets)
     return {"images": images, "preds": preds, "targets": targets}
-
-
-def class_name(label: int, class_names: Sequence[str] | None) -> str:
-    """``class_names[label]`` (index 0 = background) or ``class{label}``."""
-    return class_names[label] if class_names is not None and 0 <= label < len(class_names) else f"class{label}"
 
 
 def log_detection_metrics(

@@ -28,30 +28,7 @@ from lightning_modules.detection_steps import (
     log_detection_metrics,
     split_detection_batch,
 )
-from models.ssd import ssd300_vgg16, ssdlite320_mobilenet_v2, trunk_modules
-
-Arch = Literal["ssd300_vgg16", "ssdlite_mobilenet_v2"]
-
-
-def build_ssd(
-    arch: Arch,
-    num_classes: int,
-    image_size: int,
-    width_mult: float = 1.0,
-    weights_backbone: str | None = None,
-    bn_momentum: float = 0.03,
-    **ssd_kwargs: Any,
-) -> nn.Module:
-    """The SSD named by ``arch`` (see :mod:`models.ssd`)."""
-    if arch == "ssd300_vgg16":
-        if width_mult != 1.0:
-            raise ValueError(f"ssd300_vgg16 has no width multiplier, got width_mult={width_mult}")
-        return ssd300_vgg16(num_classes, weights_backbone, image_size=image_size, **ssd_kwargs)
-    if arch == "ssdlite_mobilenet_v2":
-        return ssdlite320_mobilenet_v2(
-            num_classes, weights_backbone, width_mult, image_size, bn_momentum=bn_momentum, **ssd_kwargs
-        )
-    raise ValueError(f"unknown arch {arch!r}; expected 'ssd300_vgg16' or 'ssdlite_mobilenet_v2'")
+from models.ssd import Arch, build_ssd, trunk_modules
 
 
 class Detector(L.LightningModule):

@@ -57,7 +57,6 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from callbacks.fbnet_plots import plot_probabilities
 from models.fbnet import (
     FBNetSupernet,
     SearchSpace,
@@ -70,6 +69,7 @@ from models.fbnet import (
 from models.fbnet_blocks import CANDIDATE_NAMES
 from models.fbnet_costs import CostSettings, CostTable, build_cost_table
 from models.fbnet_losses import additive_loss, ccel1_loss, ccel2_loss, fbnet_loss
+from plotting.fbnet_plots import plot_probabilities
 
 LossName = Literal["fbnet", "additive", "ccel1", "ccel2"]
 LatencyUnit = Literal["s", "ms", "us"]

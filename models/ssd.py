@@ -19,6 +19,7 @@ Builders:
   boxes at 300.
 - :func:`ssdlite320_mobilenet_v2` — MobileNetV2 with SSDLite heads (Sandler et al. 2018, §6.2):
   3,234 default boxes at 320.
+- :func:`build_ssd` — the SSD named by ``arch`` (the factory LightningModules call).
 - :func:`ssd_from_feature_maps` — an SSD (or SSDLite) head over *any* module that returns an ordered
   dict of feature maps, plus extra stride-2 layers; default boxes tiled on the grid each feature map
   actually has at the given input size.
@@ -32,7 +33,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -430,3 +431,27 @@ def trunk_modules(model: SSD) -> list[nn.Module]:
     if isinstance(backbone, SSDFeatureExtractorVGG):
         return [backbone.features, nn.Sequential(*backbone.extra[0][:-1])]
     raise TypeError(f"no known pretrained part in a backbone of type {type(backbone).__name__}")
+
+
+Arch = Literal["ssd300_vgg16", "ssdlite_mobilenet_v2"]
+
+
+def build_ssd(
+    arch: Arch,
+    num_classes: int,
+    image_size: int,
+    width_mult: float = 1.0,
+    weights_backbone: str | None = None,
+    bn_momentum: float = 0.03,
+    **ssd_kwargs: Any,
+) -> nn.Module:
+    """The SSD named by ``arch`` (see :mod:`models.ssd`)."""
+    if arch == "ssd300_vgg16":
+        if width_mult != 1.0:
+            raise ValueError(f"ssd300_vgg16 has no width multiplier, got width_mult={width_mult}")
+        return ssd300_vgg16(num_classes, weights_backbone, image_size=image_size, **ssd_kwargs)
+    if arch == "ssdlite_mobilenet_v2":
+        return ssdlite320_mobilenet_v2(
+            num_classes, weights_backbone, width_mult, image_size, bn_momentum=bn_momentum, **ssd_kwargs
+        )
+    raise ValueError(f"unknown arch {arch!r}; expected 'ssd300_vgg16' or 'ssdlite_mobilenet_v2'")

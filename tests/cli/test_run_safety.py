@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from callbacks.run_lock import LOCK_FILE, RunLockedError
+from cli.run_lock import LOCK_FILE, RunLockedError
 from lightning_modules.rnn_compressor import RNNCompressor
 from train import NothingToResumeError, RunExistsError, SplitCVCLI, debug_configs_last
 
@@ -68,7 +68,7 @@ def test_a_live_process_holds_the_run_and_a_dead_ones_lock_is_taken_over(tmp_pat
     run_dir.mkdir(parents=True)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        from callbacks.run_lock import _process_start_time
+        from cli.run_lock import _process_start_time
 
         holder = {"host": os.uname().nodename, "pid": sleeper.pid, "start_time": _process_start_time(sleeper.pid)}
         (run_dir / LOCK_FILE).write_text(json.dumps({**holder, "command": "splitcv fit (the other one)"}))

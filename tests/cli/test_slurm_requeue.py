@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from callbacks.run_directory import newest_checkpoint
+from cli.run_directory import newest_checkpoint
 from tests.conftest import TINY_COMPRESSOR
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
-from callbacks.run_lock import LOCK_FILE
+from cli.run_lock import LOCK_FILE
 
 CONFIG_FILE = "config.yaml"
 

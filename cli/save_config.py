@@ -14,7 +14,7 @@ class SaveRunConfig(SaveConfigCallback):
 
     The command line chooses ``config_filename``: ``config.yaml`` for the fit that starts a run,
     ``config.<segment>.yaml`` (``config.fit-2.yaml``, ``config.test.yaml``, …) for every later command
-    (:func:`callbacks.run_directory.segment_name`). An existing file is never overwritten.
+    (:func:`cli.run_directory.segment_name`). An existing file is never overwritten.
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

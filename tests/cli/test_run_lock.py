@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from callbacks.run_directory import config_file, has_run, remove_new_paths, run_of_checkpoint, segment_name, snapshot
-from callbacks.run_lock import LOCK_FILE, RunLock, RunLockedError, _process_start_time, stale_reason
+from cli.run_directory import config_file, has_run, remove_new_paths, run_of_checkpoint, segment_name, snapshot
+from cli.run_lock import LOCK_FILE, RunLock, RunLockedError, _process_start_time, stale_reason
 
 HOST = os.uname().nodename
 

@@ -5,7 +5,7 @@ import time
 
 import torch
 
-from callbacks.run_directory import is_complete_checkpoint, newest_checkpoint, slurm_run_id, snake_case
+from cli.run_directory import is_complete_checkpoint, newest_checkpoint, slurm_run_id, snake_case
 
 
 def save(path, step):

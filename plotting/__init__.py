@@ -1,0 +1,1 @@
+"""Matplotlib figures (headless) shared by callbacks, LightningModules and benchmarks."""
