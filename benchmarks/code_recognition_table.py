@@ -31,11 +31,12 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from torchmetrics.classification import MulticlassAccuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from benchmarks.table_output import print_table as print_plain_table  # noqa: E402
+from benchmarks.table_output import write_table  # noqa: E402
 from models.code_classifier import PAPER_NAMES, VARIANTS, CodeRecognitionNet  # noqa: E402
 from models.latency import measure_side_by_side  # noqa: E402
 
@@ -181,56 +182,48 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     return results
 
 
-def print_table(results: dict, console: Console) -> None:
-    s = results["settings"]
-    table = Table(
-        title=(
-            f"Recognition on codes vs compress → decode → classify — {s['image_size']}×{s['image_size']}, batch 1, "
-            f"{s['device']} ({s['torch_threads']} threads), compressor {s['cell']} width {s['width']}, "
-            f"{s['bits']} bits/iteration, median of {s['repeats']} interleaved rounds"
-        )
-    )
-    for name, justify in [
-        ("variant", "left"),
-        ("paper", "left"),
-        ("k", "right"),
-        ("ms/image", "right"),
-        ("p25–p75", "right"),
-        ("ratio", "right"),
-        ("paper ratio", "right"),
-        ("GMACs edge+server", "right"),
-        ("MAC ratio", "right"),
-        ("edge params", "right"),
-        ("server params", "right"),
-        ("total params", "right"),
-        ("paper params", "right"),
-        ("Δ params", "right"),
-        ("top-1 %", "right"),
-        ("paper top-1 %", "right"),
-    ]:
-        table.add_column(name, justify=justify, no_wrap=True)
+HEADER = (
+    "variant", "paper", "k", "ms/image", "p25–p75", "ratio", "paper ratio", "≤ paper ratio", "GMACs edge+server",
+    "MAC ratio", "edge params", "server params", "total params", "paper params", "Δ params", "top-1 %", "paper top-1 %",
+)  # fmt: skip
+
+
+def table_rows(results: dict) -> list[list[str]]:
+    rows = []
     for r in results["rows"]:
         ok = r["variant"] == "conventional" or r["ratio_to_conventional"] <= r["paper_ratio"]
-        colour = "green" if ok else "red"
-        table.add_row(
-            r["variant"],
-            r["paper_name"],
-            str(r["iterations"]),
-            f"{r['ms_per_image']:.1f}",
-            f"[{r['ms_p25']:.1f}, {r['ms_p75']:.1f}]",
-            f"[{colour}]{r['ratio_to_conventional']:.3f}[/{colour}]",
-            f"{r['paper_ratio']:.3f}",
-            f"{r['macs_edge'] / 1e9:.2f}+{r['macs_server'] / 1e9:.2f}",
-            f"{r['mac_ratio_to_conventional']:.3f}",
-            f"{r['params_edge']:,}",
-            f"{r['params_server']:,}",
-            f"{r['params_total']:,}",
-            f"{r['paper_params']:,}",
-            f"{r['params_gap']:+,} ({100 * r['params_gap'] / r['paper_params']:+.2f}%)",
-            f"{r['acc_top1']:.2f}" if "acc_top1" in r else "—",
-            f"{r['paper_acc_top1']:.2f}",
+        rows.append(
+            [
+                r["variant"],
+                r["paper_name"],
+                str(r["iterations"]),
+                f"{r['ms_per_image']:.1f}",
+                f"{r['ms_p25']:.1f}–{r['ms_p75']:.1f}",
+                f"{r['ratio_to_conventional']:.3f}",
+                f"{r['paper_ratio']:.3f}",
+                "yes" if ok else "no",
+                f"{r['macs_edge'] / 1e9:.2f}+{r['macs_server'] / 1e9:.2f}",
+                f"{r['mac_ratio_to_conventional']:.3f}",
+                f"{r['params_edge']:,}",
+                f"{r['params_server']:,}",
+                f"{r['params_total']:,}",
+                f"{r['paper_params']:,}",
+                f"{r['params_gap']:+,} ({100 * r['params_gap'] / r['paper_params']:+.2f}%)",
+                f"{r['acc_top1']:.2f}" if "acc_top1" in r else "—",
+                f"{r['paper_acc_top1']:.2f}",
+            ]
         )
-    console.print(table)
+    return rows
+
+
+def print_table(results: dict, console: Console) -> None:
+    s = results["settings"]
+    title = (
+        f"Recognition on codes vs compress → decode → classify — {s['image_size']}×{s['image_size']}, batch 1, "
+        f"{s['device']} ({s['torch_threads']} threads), compressor {s['cell']} width {s['width']}, "
+        f"{s['bits']} bits/iteration, median of {s['repeats']} interleaved rounds"
+    )
+    print_plain_table(title, HEADER, table_rows(results), stream=console.file)
     console.print(
         f"load average (1, 5, 15 min) at start {s['load_average_at_start']}, at end {s['load_average_at_end']}; "
         "ratios are measured in one run, interleaved, so a load change hits all four alike."
@@ -274,13 +267,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    console = Console() if sys.stdout.isatty() else Console(width=260)  # the table is wide
+    console = Console()
     results = run(args, console)
     print_table(results, console)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
-        console.print(f"wrote {args.out}")
+        written = write_table(args.out.with_suffix(""), HEADER, table_rows(results))
+        console.print(f"wrote {args.out}, {written[0]} and {written[1]}")
     return results
 
 

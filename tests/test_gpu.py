@@ -46,7 +46,7 @@ def fixtures(tmp_path_factory) -> Path:
 
 
 def fit_on_gpu(tmp_path: Path, name: str, spec: dict) -> Path:
-    from train import SplitCVCLI
+    from cli.lightning_cli import SplitCVCLI
 
     cli = SplitCVCLI(args=["fit", *GPU_FIT, *cli_args(name, spec), "--run.root", str(tmp_path / "runs")])
     assert cli.trainer.precision == "bf16-mixed" and cli.trainer.strategy.root_device.type == "cuda"

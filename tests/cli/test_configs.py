@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from train import SplitCVCLI
+from cli.lightning_cli import SplitCVCLI
 
 REPO = Path(__file__).resolve().parents[2]
 METHOD_CONFIGS = sorted(p for p in (REPO / "configs").glob("*/*.yaml") if p.parent.name not in ("trainer", "logger"))

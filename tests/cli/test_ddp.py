@@ -197,7 +197,7 @@ def import_object(path: str):
 
 def run_rank(spec_file: str) -> None:
     """One rank: fit every method through the CLI; write the validation metrics it holds afterwards."""
-    from train import SplitCVCLI
+    from cli.lightning_cli import SplitCVCLI
 
     spec = json.loads(Path(spec_file).read_text())
     rank = int(os.environ["RANK"])

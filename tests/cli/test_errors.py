@@ -11,7 +11,7 @@ from datamodules.image_folder_patches import ImageFolderPatches
 from datamodules.image_io import UnreadableImageError
 from lightning_modules.checkpoint_init import CheckpointMismatchError, load_state_dict_from_checkpoint
 from lightning_modules.rnn_compressor import RNNCompressor
-from train import SplitCVCLI
+from cli.lightning_cli import SplitCVCLI
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,6 +23,13 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_unknown_config_key_and_wrong_type_fail_before_any_work(tmp_path, tiny_compressor_args):
     result = run_cli("fit", *tiny_compressor_args, "--run.root", str(tmp_path), "--model.init_args.widht", "1")
     assert result.returncode != 0 and "widht" in result.stderr
+    # The message comes first, says what is close, and leaves out jsonargparse's union bookkeeping.
+    assert result.stderr.startswith("splitcv fit: error:"), result.stderr[:300]
+    assert "Option 'widht' is not accepted (did you mean 'width'?)" in result.stderr
+    assert "NestedArg" not in result.stderr and "NoneType" not in result.stderr and "usage:" not in result.stderr
+    assert "splitcv fit --model.help lightning_modules.rnn_compressor.RNNCompressor" in result.stderr
+    result = run_cli("fit", *tiny_compressor_args, "--run.root", str(tmp_path), "--trainer.max_epocs", "1")
+    assert result.returncode == 2 and "did you mean --trainer.max_epochs" in result.stderr
     result = run_cli("fit", *tiny_compressor_args, "--run.root", str(tmp_path), "--model.init_args.width", "wide")
     assert result.returncode != 0 and "width" in result.stderr
     assert not any(tmp_path.rglob("*.ckpt"))
@@ -127,3 +134,17 @@ def test_splitcv_search_is_the_bit_search_command(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: splitcv search") and "--resume" in out
+
+
+def test_top_level_help_lists_every_subcommand_without_importing_lightning():
+    code = "import sys, train; train.main(['--help']); print('LIGHTNING' if 'lightning' in sys.modules else 'LIGHT')"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for subcommand in ("fit", "validate", "test", "predict", "search"):
+        assert f"  {subcommand} " in result.stdout
+    assert result.stdout.strip().endswith("LIGHT")
+
+
+def test_unknown_subcommand_is_named():
+    result = run_cli("fitt")
+    assert result.returncode != 0 and "unknown subcommand 'fitt'" in result.stderr

@@ -2,7 +2,7 @@
 
 import torch
 
-from train import SplitCVCLI
+from cli.lightning_cli import SplitCVCLI
 
 
 def fit(args, root, run_id, *extra):

@@ -21,7 +21,7 @@ from lightning_modules.checkpoint_init import CheckpointMismatchError
 from lightning_modules.detection_steps import loss_targets, split_detection_batch
 from lightning_modules.detector import Detector
 from models.ssd import trunk_modules
-from train import SplitCVCLI
+from cli.lightning_cli import SplitCVCLI
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,7 +14,7 @@ from lightning_modules.fbnet_child import FBNetChild
 from models.fbnet import cifar10_space, write_architecture
 from models.fbnet_blocks import InvertedResidual
 from models.fbnet_costs import CostSettings, build_cost_table
-from train import SplitCVCLI
+from cli.lightning_cli import SplitCVCLI
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,7 +17,7 @@ from datamodules.fixtures import write_cifar10
 from lightning_modules.fbnet_search import FBNetSearch, gumbel_temperature
 from models.fbnet import FBNetChildNet, one_hot, read_architecture
 from models.fbnet_costs import CostSettings, build_cost_table
-from train import SplitCVCLI
+from cli.lightning_cli import SplitCVCLI
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
