@@ -50,12 +50,17 @@ class Part(nn.Module):
         modules: the modules whose parameters live on this side.
         run: what this side computes, ``run(input) -> output`` (``None``: it cannot run on its own, so it
             is not timed).
+        timed: whether its time is reported (``False``: e.g. the pass-through edge of a classical codec,
+            whose encoder is not a network; the server behind it is still timed).
     """
 
-    def __init__(self, modules: Sequence[nn.Module], run: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self, modules: Sequence[nn.Module], run: Callable[[Any], Any] | None = None, timed: bool = True
+    ) -> None:
         super().__init__()
         self.deployed = nn.ModuleList(modules)
         self._run = run
+        self.timed = timed
 
     @property
     def runnable(self) -> bool:
@@ -133,7 +138,8 @@ class SplitView:
             return out
         modes = {m: m.training for m in self.network.modules()}
         try:
-            out["edge"] = measure_ms_per_image(self._edge, x, warmup, repeats)
+            if self._edge.timed:
+                out["edge"] = measure_ms_per_image(self._edge, x, warmup, repeats)
             if self._server.runnable:
                 with torch.inference_mode():
                     sent = self._edge.eval()(x)

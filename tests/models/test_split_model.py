@@ -73,6 +73,9 @@ def test_timing_each_side_restores_every_mode():
     assert times["edge"] > 0 and times["server"] > 0
     assert net.training and net.front.training and not net.back.training
     assert SplitView(net, Part([net.front])).ms_per_image(torch.rand(1, 3, 8, 8)) == {"edge": None, "server": None}
+    untimed_edge = SplitView(net, Part([net.front], net.encode, timed=False), net.back)
+    times = untimed_edge.ms_per_image(torch.rand(1, 3, 8, 8), warmup=0, repeats=1)
+    assert times["edge"] is None and times["server"] > 0
 
 
 def test_code_recognition_edge_is_encoder_and_binarizer():
