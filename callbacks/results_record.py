@@ -165,10 +165,7 @@ class ResultsRecord(Callback):
     # --------------------------------------------------------------------------------- the costs
     def split_costs(self, pl_module: L.LightningModule, stage: str, info: dict[str, Any]) -> dict[str, float | None]:
         """Parameters (and at test GMACs and, timed, ms of each side) through the module's split model."""
-        costs: dict[str, float | None] = dict.fromkeys(
-            (mn.PARAMS_EDGE, mn.PARAMS_SERVER, mn.PARAMS_TOTAL, mn.GMACS_EDGE, mn.GMACS_SERVER, mn.GMACS_TOTAL)
-            + (mn.MS_EDGE, mn.MS_SERVER, mn.MS_PER_IMAGE)
-        )
+        costs: dict[str, float | None] = dict.fromkeys(mn.SPLIT_COSTS)
         split = info.get("split")
         size = info.get("input_size") or self._input_size.get(stage)
         if split is None:
