@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchvision.models import ResNet18_Weights
 
+from callbacks.results_record import ResultsRecord
 from coding.image_quality import psnr
 from coding.rnn_bitstream import HEADER_SIZE, stream_bytes_per_image
 from lightning_modules.checkpoint_init import InitReport, ParentInit, init_weights_from
@@ -155,7 +156,20 @@ class CodeRecognition(L.LightningModule):
         check_class_count(self.hparams.num_classes, self.trainer)
 
     def configure_callbacks(self) -> list:
-        return [self.parent_init]
+        hp = self.hparams
+        return [self.parent_init, ResultsRecord(latency_warmup=hp.latency_warmup, latency_repeats=hp.latency_repeats)]
+
+    def results_info(self, stage: str) -> dict[str, Any]:
+        """The setting and the split accounting, for :class:`callbacks.results_record.ResultsRecord`."""
+        hp = self.hparams
+        setting = f"{hp.variant} k={hp.iterations}"
+        return {
+            "method": "codes",
+            "setting": setting,
+            "k": hp.iterations,
+            "codec": "rnn",
+            "split": self.model.split_model(),
+        }
 
     @property
     def init_report(self) -> InitReport | None:

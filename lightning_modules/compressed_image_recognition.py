@@ -47,7 +47,6 @@ quality.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,6 +60,7 @@ from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision.models import get_model, get_model_weights
 
+from callbacks.results_record import ResultsRecord
 from coding.image_channel import CLASSICAL, ChannelName, ClassicalChannel, RNNChannel
 from coding.rnn_bitstream import Coding
 from datamodules.decoded_cache import (
@@ -82,6 +82,7 @@ from lightning_modules.detection_steps import (
     split_detection_batch,
 )
 from models.code_classifier import ImageNormalize
+from models.decoded_split import DecodedImageSplit, image_split
 from models.rnn_codec import CellType, Reconstruction, RNNCodec
 from models.ssd import Arch, build_ssd
 
@@ -143,8 +144,11 @@ class CompressedImageRecognition(L.LightningModule):
     ``train/classification``, ``{val,test}/map50`` (VOC07 11-point) and ``map50_area`` (the per-class
     table at test); both: ``{val,test}/bytes_per_image``, ``source_bytes_per_image``,
     ``data_reduction``, ``bpp`` (+ ``over_budget_fraction`` for classical channels matched to bytes). At the
-    end of each validation and test, the setting and these metrics go to ``<run dir>/results/{val,test}.json``
-    (what ``benchmarks/decoded_recognition_report.py`` reads).
+    end of each validation and test, the setting (:meth:`run_summary`) and these metrics go to
+    ``<run dir>/results/{val,test}.json`` in the one results schema (:class:`callbacks.results_record.ResultsRecord`,
+    read by ``benchmarks/decoded_recognition_report.py`` and ``benchmarks/split_report.py``), which also logs
+    ``test/params_{edge,server,total}``, ``test/gmacs_{edge,server,total}``, ``test/ms_edge``, ``test/ms_server``
+    and ``test/ms_per_image`` through the one split accounting (:meth:`results_info`).
 
     Args:
         task: ``classification`` (torchvision classifier, ``arch``) or ``detection`` (``detector_arch``, built,
@@ -287,7 +291,34 @@ class CompressedImageRecognition(L.LightningModule):
         return report
 
     def configure_callbacks(self) -> list:
-        return [self.parent_init]
+        return [self.parent_init, ResultsRecord(log_costs=True)]
+
+    def results_info(self, stage: str) -> dict[str, Any]:
+        """The setting, :meth:`run_summary` and the split accounting (rnn: edge = encoder + binarizer, server
+        = decoder + recogniser; a classical codec or original images: the recogniser alone), for
+        :class:`callbacks.results_record.ResultsRecord`."""
+        hp = self.hparams
+        compressed = self._images_for(stage) == "compressed"
+        split, k = image_split(self.recogniser), None
+        if not compressed:
+            setting = "original"
+        elif hp.channel == "rnn":
+            split, k = DecodedImageSplit(self.compressor, hp.iterations, self.recogniser).split_model(), hp.iterations
+            setting = f"rnn k={hp.iterations}"
+        elif hp.quality is not None:
+            setting = f"{hp.channel} q={hp.quality}"
+        elif hp.target_bpp is not None:
+            setting = f"{hp.channel} bpp={hp.target_bpp}"
+        else:  # matched to the bytes of the compressor at k
+            k, setting = hp.iterations, f"{hp.channel} at rnn k={hp.iterations} bytes"
+        return {
+            "method": "decoded_images",
+            "setting": setting,
+            "k": k,
+            "codec": hp.channel if compressed else None,
+            "split": split,
+            "details": self.run_summary(stage),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The compressor comes from this run's own checkpoint (never from ``init_compressor_from`` again);
@@ -496,21 +527,6 @@ class CompressedImageRecognition(L.LightningModule):
             "checkpoint": None if fitting or self.trainer.ckpt_path is None else str(self.trainer.ckpt_path),
             "metrics": metrics,
         }
-
-    def _write_summary(self, stage: str) -> None:
-        """``<run directory>/results/{stage}.json`` (rank 0), read by ``benchmarks/decoded_recognition_report.py``."""
-        trainer = self.trainer
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        path = Path(trainer.default_root_dir) / "results" / f"{stage}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.run_summary(stage), indent=2, ensure_ascii=False))
-
-    def on_validation_end(self) -> None:
-        self._write_summary("val")
-
-    def on_test_end(self) -> None:
-        self._write_summary("test")
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")

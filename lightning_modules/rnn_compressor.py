@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from callbacks.rate_distortion import rate_distortion_rows
+from callbacks.results_record import ResultsRecord
 from coding.image_quality import ms_ssim, psnr
 from coding.rnn_bitstream import compress, decompress, stream_bytes_per_image
 from lightning_modules.checkpoint_init import ParentInit, init_weights_from
+from models.decoded_split import DecodedImageSplit
 from models.rnn_codec import RNNCodec
 
 
@@ -66,7 +69,21 @@ class RNNCompressor(L.LightningModule):
         )
 
     def configure_callbacks(self) -> list:
-        return [self.parent_init]
+        return [self.parent_init, ResultsRecord()]
+
+    def results_info(self, stage: str) -> dict[str, Any]:
+        """The setting, the rate–distortion curve and the split accounting (edge: encoder + binarizer,
+        server: decoder), for :class:`callbacks.results_record.ResultsRecord`."""
+        curve = rate_distortion_rows(self.trainer.callback_metrics, stage, "rnn")
+        split = DecodedImageSplit(self.codec, self.iterations, torch.nn.Identity()).split_model()
+        return {
+            "method": "rate_distortion",
+            "setting": f"rnn T={self.iterations}",
+            "k": self.iterations,
+            "codec": "rnn",
+            "split": split,
+            "details": {"curve": curve},
+        }
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         return self.codec(x, self.iterations)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, SumMetric
 
+from callbacks.results_record import ResultsRecord
 from coding.feature_codec import FeatureCodec, FeatureImageCodec
 from coding.feature_tiling import Layout
 from coding.image_codecs import encode_image
@@ -35,6 +36,7 @@ from models.split_backbones import (
     mac_counts,
     parameter_counts,
     split_classifier,
+    split_model,
     split_ssd224,
     split_trunk_of,
 )
@@ -156,6 +158,24 @@ class SharedTrunkTask(L.LightningModule):
     def parameter_counts(self) -> dict[str, int]:
         """Parameters ``{"edge", "server", "total"}``."""
         return parameter_counts(self.model)
+
+    def configure_callbacks(self) -> list:
+        hp = self.hparams
+        return [ResultsRecord(latency_warmup=hp.latency_warmup, latency_repeats=hp.latency_repeats)]
+
+    def results_info(self, stage: str) -> dict[str, Any]:
+        """The setting and the split accounting (wire off: a codec is not a network), for
+        :class:`callbacks.results_record.ResultsRecord`."""
+        hp = self.hparams
+        self.split.wire.codec = None  # set again by the next step
+        setting = f"{hp.trunk} {self.codec.name if self.codec is not None else 'float32'}"
+        return {
+            "method": "shared_trunk",
+            "setting": setting,
+            "codec": hp.codec,
+            "split": split_model(self.model),
+            "input_size": (hp.image_size, hp.image_size) if self.is_detection else None,
+        }
 
     def _wire(self, stage: str) -> None:
         use = stage != "train" or self.hparams.codec_in_training

@@ -38,7 +38,6 @@ from torch import Tensor, nn
 from torchvision.models import ResNet18_Weights
 
 from models.code_adapter import CodeAdapter, Upsample
-from models.mac_count import macs_by_module
 from models.resnet_trunk import TRUNK_INPUT, ResNetTrunk, resnet18_classifier
 from models.rnn_codec import (
     STRIDE,
@@ -49,6 +48,7 @@ from models.rnn_codec import (
     RNNEncoder,
     pad_to_multiple,
 )
+from models.split_model import Part, SplitView
 
 Variant = Literal["conventional", "from_layer2", "from_layer3", "from_layer4"]
 VARIANTS: tuple[str, ...] = ("conventional", "from_layer2", "from_layer3", "from_layer4")
@@ -164,21 +164,19 @@ class CodeRecognitionNet(nn.Module):
             return [self.codec.decoder, self.classifier]
         return [self.adapter, self.trunk]
 
+    def split_model(self) -> SplitView:
+        """The edge/server accounting (:mod:`models.split_model`): edge = encoder + binarizer, sending
+        :meth:`encode`'s codes; server = the rest, :meth:`classify_codes`."""
+        return SplitView(self, Part(self.edge_modules(), self.encode), self.classify_codes)
+
     def parameter_counts(self) -> dict[str, int]:
         """Parameters of what is deployed: ``{"edge", "server", "total"}`` (the paper's table counts the total)."""
-
-        def count(modules: list[nn.Module]) -> int:
-            return sum(p.numel() for m in modules for p in m.parameters())
-
-        edge, server = count(self.edge_modules()), count(self.server_modules())
-        return {"edge": edge, "server": server, "total": edge + server}
+        return self.split_model().parameter_counts()
 
     def mac_counts(self, images: Tensor) -> dict[str, int]:
         """Multiply–accumulates of one forward pass on ``images``: ``{"edge", "server", "total"}``
         (:mod:`models.mac_count`; the edge is the encoder + binarizer, k iterations)."""
-        per_module = macs_by_module(self, lambda: self(images))
-        edge = per_module.get("codec.encoder", 0) + per_module.get("codec.binarizer", 0)
-        return {"edge": edge, "server": per_module[""] - edge, "total": per_module[""]}
+        return self.split_model().mac_counts(images)
 
     def encode(self, images: Tensor) -> Tensor:
         """Edge: ±1 codes (T, B, bits, ⌈H/16⌉, ⌈W/16⌉) — closed loop (conventional) or open loop."""

@@ -50,7 +50,7 @@ from torchvision.models.detection.ssd import SSD
 from torchvision.models.vgg import VGG, make_layers
 
 from models.code_classifier import IMAGENET_MEAN, IMAGENET_STD, ImageNormalize
-from models.mac_count import macs_by_module
+from models.split_model import Part, SplitView
 from models.ssd import ssd_from_feature_maps
 
 Trunk = Literal["vgg16", "mobilenet_v2"]
@@ -279,30 +279,37 @@ def split_trunk_of(model: nn.Module) -> SplitClassifier | SplitSSDTrunk:
     raise TypeError(f"not a split model: {type(model).__name__}")
 
 
+def split_model(model: nn.Module) -> SplitView:
+    """The edge/server accounting (:mod:`models.split_model`) of a :func:`split_classifier` or
+    :func:`split_ssd224` model: edge = ``edge`` (the frozen front), server = everything else. For an SSD
+    the counted network is its backbone and head on normalised images (the anchor decoding and NMS are not
+    multiply–accumulates), and only the edge is timed."""
+    split = split_trunk_of(model)
+    if isinstance(model, SplitClassifier):
+        return SplitView(model, Part([model.edge], model.encode), lambda sent: model.head(model.wire(sent)))
+    network = _SSDNetwork(model)
+    return SplitView(
+        network,
+        Part([split.edge], lambda x: split.edge(model.transform.normalize(x))),
+        run=lambda x: network(model.transform.normalize(x)),
+    )
+
+
 def parameter_counts(model: nn.Module) -> dict[str, int]:
     """Deployed parameters ``{"edge", "server", "total"}`` of a split model (server = all but the edge)."""
-    total = sum(p.numel() for p in model.parameters())
-    edge = sum(p.numel() for p in split_trunk_of(model).edge.parameters())
-    return {"edge": edge, "server": total - edge, "total": total}
+    return split_model(model).parameter_counts()
 
 
 def mac_counts(model: nn.Module, images: Tensor) -> dict[str, int]:
     """Multiply–accumulates of one forward pass on ``images`` (already at the network's input size):
-    ``{"edge", "server", "total"}``. For an SSD: backbone and head on the normalised images (the anchor
-    decoding and NMS are not multiply–accumulates). The wire is left out (its codec is not a network)."""
+    ``{"edge", "server", "total"}`` (see :func:`split_model`). The wire is left out (its codec is not a
+    network)."""
     split = split_trunk_of(model)
     codec, split.wire.codec = split.wire.codec, None
     try:
-        if isinstance(model, SplitClassifier):
-            per_module = macs_by_module(model, lambda: model(images))
-            edge = per_module.get("edge", 0)
-        else:
-            network = _SSDNetwork(model)
-            per_module = macs_by_module(network, lambda: network(model.transform.normalize(images)))
-            edge = per_module.get("backbone.trunk.edge", 0)
+        return split_model(model).mac_counts(images)
     finally:
         split.wire.codec = codec
-    return {"edge": edge, "server": per_module[""] - edge, "total": per_module[""]}
 
 
 class _SSDNetwork(nn.Module):
