@@ -1,0 +1,71 @@
+"""Tables that stay readable at any width: a Markdown and a CSV file, and a console table that never cuts a cell.
+
+Rich sizes a table to the terminal, and to 80 columns when the output is not a terminal (a log file, a pipe,
+a batch job), where it shortens long names to "…". :func:`print_table` prints a Rich table whose cells fold
+instead when the output is a terminal, and the plain Markdown text (one line per row, whatever its length)
+otherwise; :func:`write_table` writes the same rows as ``.md`` and ``.csv`` for a report.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _cells(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    return [["" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], right: Sequence[str] = ()) -> str:
+    """A GitHub-flavoured Markdown table of ``rows`` (dicts, already formatted values) in ``columns`` order;
+    columns padded to their widest cell, ``right`` aligned right."""
+    cells = _cells(columns, rows)
+    widths = [max(3, len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        padded = [v.rjust(w) if c in right else v.ljust(w) for v, w, c in zip(values, widths, columns, strict=True)]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = ["-" * (w - 1) + ":" if c in right else "-" * w for w, c in zip(widths, columns, strict=True)]
+    return "\n".join([line(columns), "| " + " | ".join(rule) + " |", *(line(r) for r in cells)])
+
+
+def write_table(
+    columns: Sequence[str], rows: Sequence[Mapping[str, Any]], stem: Path, title: str = "", right: Sequence[str] = ()
+) -> tuple[Path, Path]:
+    """``stem.md`` (title + Markdown table) and ``stem.csv``; returns their paths."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    md, table_csv = stem.with_suffix(".md"), stem.with_suffix(".csv")
+    md.write_text((f"# {title}\n\n" if title else "") + markdown_table(columns, rows, right) + "\n", encoding="utf-8")
+    with table_csv.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(_cells(columns, rows))
+    return md, table_csv
+
+
+def print_table(
+    columns: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    title: str = "",
+    right: Sequence[str] = (),
+    console: Console | None = None,
+) -> None:
+    """A Rich table on a terminal (cells fold, never cut); the Markdown text when the output is not a terminal."""
+    console = console or Console()
+    if not console.is_terminal:
+        text = (f"{title}\n" if title else "") + markdown_table(columns, rows, right)
+        console.file.write(text + "\n")
+        console.file.flush()
+        return
+    table = Table(title=title or None)
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left", overflow="fold")
+    for cells in _cells(columns, rows):
+        table.add_row(*cells)
+    console.print(table)
