@@ -188,31 +188,30 @@ HEADER = (
 )  # fmt: skip
 
 
-def table_rows(results: dict) -> list[list[str]]:
+def table_rows(results: dict) -> list[dict[str, str]]:
     rows = []
     for r in results["rows"]:
         ok = r["variant"] == "conventional" or r["ratio_to_conventional"] <= r["paper_ratio"]
-        rows.append(
-            [
-                r["variant"],
-                r["paper_name"],
-                str(r["iterations"]),
-                f"{r['ms_per_image']:.1f}",
-                f"{r['ms_p25']:.1f}–{r['ms_p75']:.1f}",
-                f"{r['ratio_to_conventional']:.3f}",
-                f"{r['paper_ratio']:.3f}",
-                "yes" if ok else "no",
-                f"{r['macs_edge'] / 1e9:.2f}+{r['macs_server'] / 1e9:.2f}",
-                f"{r['mac_ratio_to_conventional']:.3f}",
-                f"{r['params_edge']:,}",
-                f"{r['params_server']:,}",
-                f"{r['params_total']:,}",
-                f"{r['paper_params']:,}",
-                f"{r['params_gap']:+,} ({100 * r['params_gap'] / r['paper_params']:+.2f}%)",
-                f"{r['acc_top1']:.2f}" if "acc_top1" in r else "—",
-                f"{r['paper_acc_top1']:.2f}",
-            ]
-        )
+        cells = [
+            r["variant"],
+            r["paper_name"],
+            str(r["iterations"]),
+            f"{r['ms_per_image']:.1f}",
+            f"{r['ms_p25']:.1f}–{r['ms_p75']:.1f}",
+            f"{r['ratio_to_conventional']:.3f}",
+            f"{r['paper_ratio']:.3f}",
+            "yes" if ok else "no",
+            f"{r['macs_edge'] / 1e9:.2f}+{r['macs_server'] / 1e9:.2f}",
+            f"{r['mac_ratio_to_conventional']:.3f}",
+            f"{r['params_edge']:,}",
+            f"{r['params_server']:,}",
+            f"{r['params_total']:,}",
+            f"{r['paper_params']:,}",
+            f"{r['params_gap']:+,} ({100 * r['params_gap'] / r['paper_params']:+.2f}%)",
+            f"{r['acc_top1']:.2f}" if "acc_top1" in r else "—",
+            f"{r['paper_acc_top1']:.2f}",
+        ]
+        rows.append(dict(zip(HEADER, cells, strict=True)))
     return rows
 
 
@@ -223,7 +222,7 @@ def print_table(results: dict, console: Console) -> None:
         f"{s['device']} ({s['torch_threads']} threads), compressor {s['cell']} width {s['width']}, "
         f"{s['bits']} bits/iteration, median of {s['repeats']} interleaved rounds"
     )
-    print_plain_table(title, HEADER, table_rows(results), stream=console.file)
+    print_plain_table(HEADER, table_rows(results), title=title, right=HEADER[2:], console=console)
     console.print(
         f"load average (1, 5, 15 min) at start {s['load_average_at_start']}, at end {s['load_average_at_end']}; "
         "ratios are measured in one run, interleaved, so a load change hits all four alike."
@@ -273,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
-        written = write_table(args.out.with_suffix(""), HEADER, table_rows(results))
+        written = write_table(HEADER, table_rows(results), args.out.with_suffix(""), right=HEADER[2:])
         console.print(f"wrote {args.out}, {written[0]} and {written[1]}")
     return results
 

@@ -4,6 +4,9 @@ and k, with classical codecs at the same bytes on the same axes; PNG + CSV + a p
     python -m benchmarks.decoded_recognition_report runs/cir_imagenet10_* --out runs/cir_imagenet10_report
     python -m benchmarks.decoded_recognition_report --wandb ENTITY/splitcv --out report/   # from W&B instead
 
+Output: ``--out``/decoded_recognition.csv (every column), decoded_recognition_table.md (the printed table) and one
+PNG per task; the table is printed whole at any width (Markdown when the output is not a terminal, e.g. a log).
+
 Inputs: run directories (or folders above them) holding ``results/test.json`` or ``results/val.json``, which
 ``CompressedImageRecognition`` writes at the end of every test / validation; or a W&B project, whose
 ``CompressedImageRecognition`` runs are read through the public API (their config and summary).
@@ -28,8 +31,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
 
+from benchmarks.table_output import print_table as print_table_at_any_width  # noqa: E402
+from benchmarks.table_output import write_table  # noqa: E402
 from lightning_modules.compressed_image_recognition import REGIMES  # noqa: E402
 
 MODULE = "lightning_modules.compressed_image_recognition.CompressedImageRecognition"
@@ -169,16 +173,23 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
+TABLE_COLUMNS = ["task", "regime", "paper", "channel", "k", "score %", "reduction %", "bytes/image", "source bytes"]
+TABLE_TITLE = "Recognition on decoded images: score against data reduction"
+
+
+def table_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """The printed table's cells of each row (names in full, numbers rounded)."""
+    return [
+        {"task": r["task"], "regime": r["regime"], "paper": r["paper_regime"], "channel": r["channel"],
+         "k": str(r["k"]), "score %": f"{r['score_pct']:.2f}", "reduction %": f"{r['data_reduction_pct']:.2f}",
+         "bytes/image": f"{r['bytes_per_image']:.0f}", "source bytes": f"{r['source_bytes_per_image']:.0f}"}
+        for r in rows
+    ]  # fmt: skip
+
+
 def print_table(rows: Sequence[dict[str, Any]], console: Console | None = None) -> None:
-    table = Table(title="Recognition on decoded images: score against data reduction")
-    for column in ("task", "regime", "paper", "channel", "k", "score %", "reduction %", "bytes/image", "source bytes"):
-        table.add_column(column, justify="left" if column in ("task", "regime", "paper", "channel") else "right")
-    for r in rows:
-        table.add_row(
-            r["task"], r["regime"], r["paper_regime"], r["channel"], str(r["k"]), f"{r['score_pct']:.2f}",
-            f"{r['data_reduction_pct']:.2f}", f"{r['bytes_per_image']:.0f}", f"{r['source_bytes_per_image']:.0f}",
-        )  # fmt: skip
-    (console or Console()).print(table)
+    """The table on the console: a Rich table on a terminal (cells fold, never cut), Markdown text otherwise."""
+    print_table_at_any_width(TABLE_COLUMNS, table_rows(rows), TABLE_TITLE, right=TABLE_COLUMNS[4:], console=console)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -201,9 +212,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "decoded_recognition.csv")
+    md, _ = write_table(TABLE_COLUMNS, table_rows(rows), out / "decoded_recognition_table", TABLE_TITLE,
+                        right=TABLE_COLUMNS[4:])  # fmt: skip
     pngs = plot(rows, out)
     print_table(rows)
-    print(f"wrote {out / 'decoded_recognition.csv'} and {', '.join(str(p) for p in pngs)}")
+    print(f"wrote {out / 'decoded_recognition.csv'}, {md} and {', '.join(str(p) for p in pngs)}")
     return rows
 
 

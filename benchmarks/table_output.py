@@ -1,80 +1,91 @@
-"""Tables that stay readable wherever they are printed: a terminal, a SLURM log, a pipe.
+"""Tables that stay readable at any width: a Markdown and a CSV file, and a console table that never cuts a cell.
 
-Rich squeezes a table to 80 columns when the output is not a terminal (names cut to ``conv…``), and a fixed wide
-console prints 230-character lines. Here a table is printed whole on a terminal; elsewhere it is printed as
-Markdown in column groups that each fit ``width`` characters (the first column repeated in every group), and the
-whole table can be written as Markdown and CSV files whose paths are printed.
+Rich sizes a table to the terminal, and to 80 columns when the output is not a terminal (a log file, a pipe,
+a batch job), where it shortens long names to "…". :func:`print_table` prints a Rich table whose cells fold
+instead when the output is a terminal, and plain Markdown otherwise, in column groups that each fit ``width``
+characters (the first column repeated in every group), so that no log line runs to 230 characters;
+:func:`write_table` writes the whole table as ``.md`` and ``.csv`` for a report.
 """
 
 from __future__ import annotations
 
 import csv
-import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
 
 
-def markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub-flavoured Markdown table; right-aligned columns where every cell reads as a number."""
-    cells = [[str(c) for c in row] for row in rows]
-
-    def numeric(j: int) -> bool:
-        values = [row[j].replace(",", "").replace("%", "").strip() for row in cells if row[j] not in ("", "—", "-")]
-        try:
-            [float(v) for v in values]
-        except ValueError:
-            return False
-        return bool(values)
-
-    align = ["---:" if numeric(j) else "---" for j in range(len(header))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    return "\n".join(lines)
+def _cells(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    return [["" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
 
 
-def column_groups(header: Sequence[str], rows: Sequence[Sequence[object]], width: int) -> list[list[int]]:
-    """Indices of columns per group: column 0 in every group, then as many columns as fit ``width`` characters."""
-    sizes = [max(len(str(header[j])), *(len(str(r[j])) for r in rows)) + 3 for j in range(len(header))]
-    groups: list[list[int]] = []
-    current = [0]
-    used = sizes[0] + 1
-    for j in range(1, len(header)):
-        if len(current) > 1 and used + sizes[j] > width:
+def markdown_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], right: Sequence[str] = ()) -> str:
+    """A GitHub-flavoured Markdown table of ``rows`` (dicts, already formatted values) in ``columns`` order;
+    columns padded to their widest cell, ``right`` aligned right."""
+    cells = _cells(columns, rows)
+    widths = [max(3, len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        padded = [v.rjust(w) if c in right else v.ljust(w) for v, w, c in zip(values, widths, columns, strict=True)]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = ["-" * (w - 1) + ":" if c in right else "-" * w for w, c in zip(widths, columns, strict=True)]
+    return "\n".join([line(columns), "| " + " | ".join(rule) + " |", *(line(r) for r in cells)])
+
+
+def column_groups(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], width: int) -> list[list[str]]:
+    """Columns per group: the first column in every group, then as many as fit ``width`` Markdown characters."""
+    cells = _cells(columns, rows)
+    sizes = [max(3, len(c), *(len(r[i]) for r in cells)) + 3 for i, c in enumerate(columns)]
+    groups: list[list[str]] = []
+    current, used = [columns[0]], sizes[0] + 1
+    for i in range(1, len(columns)):
+        if len(current) > 1 and used + sizes[i] > width:
             groups.append(current)
-            current, used = [0], sizes[0] + 1
-        current.append(j)
-        used += sizes[j]
+            current, used = [columns[0]], sizes[0] + 1
+        current.append(columns[i])
+        used += sizes[i]
     groups.append(current)
     return groups
 
 
+def write_table(
+    columns: Sequence[str], rows: Sequence[Mapping[str, Any]], stem: Path, title: str = "", right: Sequence[str] = ()
+) -> tuple[Path, Path]:
+    """``stem.md`` (title + Markdown table) and ``stem.csv``; returns their paths."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    md, table_csv = stem.with_suffix(".md"), stem.with_suffix(".csv")
+    md.write_text((f"# {title}\n\n" if title else "") + markdown_table(columns, rows, right) + "\n", encoding="utf-8")
+    with table_csv.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(_cells(columns, rows))
+    return md, table_csv
+
+
 def print_table(
-    title: str,
-    header: Sequence[str],
-    rows: Sequence[Sequence[object]],
-    *,
-    stream: TextIO | None = None,
+    columns: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    title: str = "",
+    right: Sequence[str] = (),
+    console: Console | None = None,
     width: int = 120,
 ) -> None:
-    """``title`` and the table: whole on a terminal, in column groups of at most ``width`` characters elsewhere."""
-    out = stream if stream is not None else sys.stdout
-    terminal = hasattr(out, "isatty") and out.isatty()
-    groups = [list(range(len(header)))] if terminal else column_groups(header, rows, width)
-    print(title, file=out)
-    for n, group in enumerate(groups):
-        if n:
-            print(file=out)
-        print(markdown([header[j] for j in group], [[row[j] for j in group] for row in rows]), file=out)
-
-
-def write_table(path_stem: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[Path]:
-    """``<stem>.md`` and ``<stem>.csv`` with the whole table; returns the two paths."""
-    path_stem.parent.mkdir(parents=True, exist_ok=True)
-    md, csv_path = path_stem.with_suffix(".md"), path_stem.with_suffix(".csv")
-    md.write_text(markdown(header, rows) + "\n", encoding="utf-8")
-    with csv_path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return [md, csv_path]
+    """A Rich table on a terminal (cells fold, never cut); off a terminal the Markdown text, in column groups of at
+    most ``width`` characters."""
+    console = console or Console()
+    if not console.is_terminal:
+        groups = column_groups(columns, rows, width)
+        text = "\n\n".join(markdown_table(group, rows, right) for group in groups)
+        console.file.write((f"{title}\n" if title else "") + text + "\n")
+        console.file.flush()
+        return
+    table = Table(title=title or None)
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left", overflow="fold")
+    for cells in _cells(columns, rows):
+        table.add_row(*cells)
+    console.print(table)

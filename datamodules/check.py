@@ -3,6 +3,8 @@
     python -m datamodules.check ROOT --dataset imagenet          # every image under ROOT, fully decoded
     python -m datamodules.check ROOT --dataset voc               # VOCdevkit/VOC*/: XML, images, index files
     python -m datamodules.check ROOT --dataset cifar10           # cifar-10-batches-py/ pickles
+    python -m datamodules.check --decoded-cache DIR                # a decoded-image cache (recognition on decoded
+                                                                   # images): every entry verified [--delete-bad]
     ... [--workers N] [--output problems.txt]
 
 Every file is read with the same code the DataModules use (``load_rgb``, ``read_annotation``), in worker
@@ -172,17 +174,54 @@ class _InProcess:
         return None
 
 
+def check_decoded_cache(path: Path, delete_bad: bool = False, output: Path | None = None) -> int:
+    """``--decoded-cache``: verify every entry of the cache(s) at ``path``; print each problem; 1 if any."""
+    from datamodules.decoded_cache import cache_directories, check_directory, remove_entry
+
+    try:
+        directories = cache_directories(path)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    checked, problems = 0, []
+    for directory in directories:
+        count, found = check_directory(directory, progress=sys.stderr.isatty())
+        checked += count
+        problems += [Problem(p.path, p.error) for p in found]
+    for problem in problems:
+        print(problem)
+        if delete_bad:
+            remove_entry(problem.path)
+    if output is not None:
+        output.write_text("".join(f"{p.path}\n" for p in problems))
+    deleted = " (bad entries deleted: the next run decodes them again)" if delete_bad and problems else ""
+    print(f"checked {checked} entries in {len(directories)} cache(s) under {path}: {len(problems)} problem(s){deleted}",
+          file=sys.stderr)  # fmt: skip
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m datamodules.check",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("root", type=Path, help="dataset root, as given to the DataModule's root")
-    parser.add_argument("--dataset", choices=DATASETS, required=True, help="which on-disk format to check")
+    parser.add_argument("root", type=Path, nargs="?", help="dataset root, as given to the DataModule's root")
+    parser.add_argument("--dataset", choices=DATASETS, help="which on-disk format to check")
+    parser.add_argument(
+        "--decoded-cache",
+        type=Path,
+        metavar="DIR",
+        help="check a decoded-image cache instead (decoded_cache_dir, or one <channel>-<key> folder in it)",
+    )
+    parser.add_argument("--delete-bad", action="store_true", help="with --decoded-cache: delete the bad entries")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="worker processes (0: none)")
     parser.add_argument("--output", type=Path, default=None, help="also write the problem paths here, one per line")
     args = parser.parse_args(argv)
+    if args.decoded_cache is not None:
+        return check_decoded_cache(args.decoded_cache, args.delete_bad, args.output)
+    if args.root is None or args.dataset is None:
+        parser.error("give a dataset ROOT and --dataset, or --decoded-cache DIR")
     try:
         checked, problems = scan(args.root, args.dataset, args.workers, progress=sys.stderr.isatty())
     except (FileNotFoundError, ValueError) as err:

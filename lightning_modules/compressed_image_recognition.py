@@ -46,7 +46,6 @@ quality.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,23 +53,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_info
-from rich.progress import track
 from torch import Tensor, nn
-from torch.utils.data import ConcatDataset, Dataset
-from torchvision.models import get_model, get_model_weights
 
 from callbacks.results_record import ResultsRecord
-from coding.image_channel import CLASSICAL, ChannelName, ClassicalChannel, RNNChannel
+from coding.image_channel import CLASSICAL, ChannelName, ClassicalChannel
 from coding.rnn_bitstream import Coding
-from datamodules.decoded_cache import (
-    CachedImageLoader,
-    DecodedImageCache,
-    DecodingLoader,
-    ImageRecord,
-    source_record,
-)
-from datamodules.image_io import load_rgb
+from datamodules.decoded_cache import DecodedImageCache
+from datamodules.decoded_datasets import STAGE_ROLES, DecodedDatasets
 from datamodules.voc_eval import VOCMeanAveragePrecision
 from lightning_modules.checkpoint_init import InitReport, ParentInit, init_weights_from
 from lightning_modules.classification_steps import log_classification_eval, top_k_accuracies
@@ -81,7 +70,7 @@ from lightning_modules.detection_steps import (
     log_detection_metrics,
     split_detection_batch,
 )
-from models.code_classifier import ImageNormalize
+from models.classifiers import build_classifier
 from models.decoded_split import DecodedImageSplit, image_split
 from models.rnn_codec import CellType, Reconstruction, RNNCodec
 from models.ssd import Arch, build_ssd
@@ -98,42 +87,7 @@ REGIMES: dict[tuple[str, str], tuple[str, str]] = {
 """(train_on, eval_on) → (our regime name, the paper's name)."""
 
 COMPRESSOR_PREFIX = "compressor."
-_STAGE_ROLES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 _FN_STAGE = {TrainerFn.VALIDATING: "validate", TrainerFn.TESTING: "test", TrainerFn.PREDICTING: "predict"}
-
-
-def leaf_datasets(dataset: Dataset) -> list[Dataset]:
-    """The datasets that read image files, inside any ``ConcatDataset`` nesting.
-
-    Raises:
-        TypeError: a dataset without ``source_paths()`` and ``image_loader`` (not built on image files).
-    """
-    if isinstance(dataset, ConcatDataset):
-        return [leaf for part in dataset.datasets for leaf in leaf_datasets(part)]
-    if not (hasattr(dataset, "source_paths") and hasattr(dataset, "image_loader")):
-        raise TypeError(
-            f"{type(dataset).__name__} does not read image files through `image_loader` / `source_paths()`; "
-            "recognition on decoded images needs a DataModule of source images such as "
-            "datamodules.imagenet_subset.ImageNetSubset or datamodules.voc.VOC"
-        )
-    return [dataset]
-
-
-def rate_summary(records: list[ImageRecord]) -> dict[str, float]:
-    """Mean bytes sent and source bytes per image, data reduction 1 − Σ bytes / Σ source bytes, bpp
-    8 Σ bytes / Σ pixels, and the fraction of images over their byte budget."""
-    if not records:
-        raise ValueError("no images to measure")
-    sent = sum(r.bytes for r in records)
-    source = sum(r.source_bytes for r in records)
-    pixels = sum(r.height * r.width for r in records)
-    return {
-        "bytes_per_image": sent / len(records),
-        "source_bytes_per_image": source / len(records),
-        "data_reduction": 1.0 - sent / source,
-        "bpp": 8.0 * sent / pixels,
-        "over_budget_fraction": sum(not r.fits for r in records) / len(records),
-    }
 
 
 class CompressedImageRecognition(L.LightningModule):
@@ -254,13 +208,7 @@ class CompressedImageRecognition(L.LightningModule):
         self._compressor_ready = False
         self.parent_init = ParentInit(self, init_compressor_from, CompressedImageRecognition.load_compressor)
         if task == "classification":
-            model_weights = get_model_weights(arch)[weights] if weights else None
-            net = get_model(arch, weights=model_weights)
-            if not isinstance(getattr(net, "fc", None), nn.Linear):
-                raise ValueError(f"arch {arch!r} has no `fc` classifier layer; use a ResNet-style torchvision model")
-            if num_classes != net.fc.out_features:
-                net.fc = nn.Linear(net.fc.in_features, num_classes)
-            self.recogniser = nn.Sequential(ImageNormalize(), net)
+            self.recogniser = build_classifier(arch, num_classes, weights)
             self.acc_top1, self.acc_top5 = top_k_accuracies(num_classes)
         else:
             self.recogniser = build_ssd(
@@ -272,10 +220,11 @@ class CompressedImageRecognition(L.LightningModule):
                 bn_momentum=detector_bn_momentum,
             )
             self.map = nn.ModuleDict({s: VOCMeanAveragePrecision() for s in ("val", "test")})
-        self.rates: dict[str, dict[str, float]] = {}
+        self.decoded_data = DecodedDatasets(
+            {"train": train_on, "eval": eval_on}, iterations, stream_coding, self.classical, decoded_cache_dir,
+            cache_workers,
+        )  # fmt: skip
         self._loaded_progress: dict[str, int | None] = {}
-        self._prepared: dict[str, str] = {}
-        self._source_loaders: dict[int, Any] = {}
 
     # ------------------------------------------------------------------------ frozen compressor
     def train(self, mode: bool = True) -> CompressedImageRecognition:
@@ -351,102 +300,32 @@ class CompressedImageRecognition(L.LightningModule):
     @property
     def uses_compressor(self) -> bool:
         """Whether decoded images depend on the compressor (rnn, or a classical codec matched to its bytes)."""
-        return self.classical is None or self.classical.needs_budget
+        return self.decoded_data.uses_compressor
+
+    @property
+    def rates(self) -> dict[str, dict[str, float]]:
+        """Evaluation role → bytes of its images (:func:`datamodules.decoded_datasets.rate_summary`)."""
+        return self.decoded_data.rates
 
     def _images_for(self, role: str) -> str:
-        return self.hparams.train_on if role == "train" else self.hparams.eval_on
-
-    def _dataset(self, role: str) -> Dataset:
-        dm = self.trainer.datamodule
-        if dm is None:
-            raise RuntimeError("CompressedImageRecognition needs a DataModule (fit/validate/test with datamodule=...)")
-        if role == "test":
-            dataset = getattr(dm, "test_set", None) or getattr(dm, "val_set", None)
-        else:
-            dataset = getattr(dm, f"{role}_set", None)
-        if dataset is None:
-            raise RuntimeError(f"the DataModule has no {role} dataset after setup()")
-        return dataset
+        return self.decoded_data.images_for(role)
 
     def channels(self, cpu_copy: bool = False) -> list[Any]:
-        """The channels an image goes through, in order: the recurrent codec; a classical codec (after the
-        recurrent one when it is matched to its bytes). ``cpu_copy``: the codec copied to the CPU (workers)."""
-        codec = copy.deepcopy(self.compressor).cpu() if cpu_copy else self.compressor
-        rnn = RNNChannel(codec, self.hparams.iterations, self.hparams.stream_coding)
-        if self.classical is None:
-            return [rnn]
-        return [rnn, self.classical] if self.classical.needs_budget else [self.classical]
+        """The channels an image goes through, with this module's compressor (:meth:`DecodedDatasets.channels`)."""
+        return self.decoded_data.channels(self.compressor, cpu_copy)
 
     def caches(self) -> list[tuple[DecodedImageCache, Any]]:
-        """(cache, channel) in build order: the recurrent codec's, then the classical codec's matched to it."""
-        out: list[tuple[DecodedImageCache, Any]] = []
-        matched_to: dict | None = None
-        for channel in self.channels():
-            settings = channel.settings() if matched_to is None else {**channel.settings(), "matched_to": matched_to}
-            out.append((DecodedImageCache(self.hparams.decoded_cache_dir, settings), channel))
-            matched_to = settings
-        return out
-
-    def _build(self, sources: list[Path]) -> DecodedImageCache:
-        trainer = self.trainer
-        on_cpu = next(self.compressor.parameters()).device.type == "cpu"
-        budgets = None
-        cache = None
-        for cache, channel in self.caches():
-            in_workers = channel is not None and (channel.name != "rnn" or on_cpu)
-            built = cache.build(
-                sources,
-                channel,
-                budgets=budgets,
-                num_workers=self.hparams.cache_workers if in_workers else min(self.hparams.cache_workers, 2),
-                in_workers=in_workers,
-                rank=trainer.global_rank,
-                world_size=trainer.world_size,
-                description=f"{channel.name} k={self.hparams.iterations}",
-            )
-            if trainer.world_size > 1:
-                trainer.strategy.barrier("decoded_cache")
-            if built:
-                rank_zero_info(f"decoded {built} images into {cache.directory} ({cache.disk_bytes() / 1e6:.1f} MB)")
-            if channel.name == "rnn" and self.classical is not None:
-                budgets = {str(s): cache.record(s).bytes for s in sources}
-        assert cache is not None
-        return cache
+        """(cache, channel) in build order, with this module's compressor (:meth:`DecodedDatasets.caches`)."""
+        return self.decoded_data.caches(self.compressor)
 
     def _prepare(self, stage: str) -> None:
         """Point the datasets of ``stage`` at original or decoded images and measure their bytes."""
-        roles = _STAGE_ROLES[stage]
-        compressed = [r for r in roles if self._images_for(r) == "compressed"]
-        self._ensure_compressor(required=bool(compressed) and self.uses_compressor)
-        leaves = {role: leaf_datasets(self._dataset(role)) for role in roles}
-        cache = decoder = None
-        if compressed and self.hparams.decoded_cache_dir is not None:
-            sources = sorted({p for r in compressed for leaf in leaves[r] for p in leaf.source_paths()})
-            cache = self._build(sources)
-        elif compressed:
-            decoder = DecodingLoader(tuple(self.channels(cpu_copy=True)))
-        for role in roles:
-            decoded = self._images_for(role) == "compressed"
-            records = []
-            for leaf in leaves[role]:
-                if not isinstance(leaf.image_loader, CachedImageLoader | DecodingLoader):
-                    self._source_loaders[id(leaf)] = leaf.image_loader  # the dataset's own reader of source files
-                paths = leaf.source_paths()
-                if not decoded:
-                    leaf.image_loader = self._source_loaders.get(id(leaf), load_rgb)
-                    records += [source_record(p) for p in paths]
-                elif cache is not None:
-                    leaf.image_loader = cache.loader()
-                    records += [cache.record(p) for p in paths]
-                else:
-                    leaf.image_loader = decoder
-                    if role != "train":  # the bytes of the evaluation images, measured once here
-                        records += [decoder.transmit(p)[1] for p in track(paths, description=f"measuring {role} bytes")]
-            self._prepared[role] = (
-                "original" if not decoded else str(cache.directory) if cache else "decoded on the fly"
-            )
-            if role != "train":
-                self.rates[role] = rate_summary(records)
+        self._ensure_compressor(required=self.decoded_data.compresses(stage) and self.uses_compressor)
+        trainer = self.trainer
+        self.decoded_data.prepare(
+            trainer.datamodule, stage, self.compressor, trainer.global_rank, trainer.world_size,
+            trainer.strategy.barrier,
+        )  # fmt: skip
 
     def setup(self, stage: str) -> None:
         check_class_count(self.hparams.num_classes, self.trainer)
@@ -456,14 +335,14 @@ class CompressedImageRecognition(L.LightningModule):
                 self._prepare(stage)
 
     def _only_originals(self, stage: str) -> bool:
-        return all(self._images_for(role) == "original" for role in _STAGE_ROLES[stage])
+        return not self.decoded_data.compresses(stage)
 
     def on_fit_start(self) -> None:
         self._prepare("fit")
 
     def _check_prepared(self, stage: str) -> None:
-        for role in _STAGE_ROLES[stage]:
-            if role not in self._prepared:
+        for role in STAGE_ROLES[stage]:
+            if role not in self.decoded_data.prepared:
                 self._ensure_compressor(required=self.uses_compressor)
                 raise RuntimeError(f"the {role} images were not prepared before the {stage} loop started")
 

@@ -9,9 +9,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
 
 
 def plot_rate_distortion(rows: Sequence[dict], path: str | Path, title: str = "rate–distortion") -> Path:
@@ -33,26 +30,5 @@ def plot_rate_distortion(rows: Sequence[dict], path: str | Path, title: str = "r
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def reconstruction_grid(original: Tensor, x_hats: Tensor, iterations: Sequence[int]) -> Tensor:
-    """One row: the original, then the reconstruction after each listed iteration (1-based)."""
-    images = [original, *(x_hats[k - 1] for k in iterations)]
-    return make_grid(torch.stack(images).clamp(0, 1), nrow=len(images), padding=2, pad_value=1.0)
-
-
-def save_image_grid(grid: Tensor, path: str | Path, labels: Sequence[str] = ()) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = grid.shape[-2:]
-    fig = plt.figure(figsize=(w / 100, h / 100 + (0.3 if labels else 0)), dpi=100)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(grid.permute(1, 2, 0).cpu().numpy())
-    ax.axis("off")
-    if labels:
-        ax.set_title("   |   ".join(labels), fontsize=8)
-    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path

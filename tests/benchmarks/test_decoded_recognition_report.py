@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.decoded_recognition_report import main
+from benchmarks.decoded_recognition_report import main, print_table, row_from_summary
 from datamodules.fixtures import write_imagenet
 from datamodules.imagenet_subset import ImageNetSubset
-from lightning_modules.compressed_image_recognition import CompressedImageRecognition
+from lightning_modules.compressed_image_recognition import REGIMES, CompressedImageRecognition
 from models.rnn_codec import RNNCodec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,3 +71,19 @@ def test_report_of_validated_runs(tmp_path):
 def test_report_refuses_an_empty_input(tmp_path):
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--out", str(tmp_path / "report")])
+
+
+def test_the_printed_table_keeps_every_name_whole_when_output_is_not_a_terminal(capsys):
+    """Rich would squeeze the table to 80 columns in a log and cut the names; the Markdown lines keep them."""
+    rows = []
+    for (train_on, eval_on), (regime, _paper) in REGIMES.items():
+        summary = {"task": "classification", "train_on": train_on, "eval_on": eval_on, "channel": "webp",
+                   "iterations": 3, "metrics": {"val/acc_top1": 0.5, "val/data_reduction": 0.9,
+                                                "val/bytes_per_image": 3100.0, "val/source_bytes_per_image": 65500.0}}  # fmt: skip
+        rows.append(row_from_summary(summary, "val", f"runs/a_long_run_directory_name_{regime}"))
+    print_table(rows)
+    lines = capsys.readouterr().out.splitlines()
+    for (regime, paper), row in zip(REGIMES.values(), rows, strict=True):
+        line = next(line for line in lines if f"| {regime} " in line)
+        assert f"| {paper} " in line and f"| {row['channel']} " in line and line.endswith(" 65500 |")
+    assert len({len(line) for line in lines if line.startswith("|")}) <= 2  # padded columns (CJK cells count as 1)

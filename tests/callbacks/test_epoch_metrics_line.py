@@ -11,11 +11,9 @@ def test_format_keeps_scalars_sorted_and_leaves_out_the_rest():
 
 
 class _Trainer:
-    is_global_zero = True
-    max_epochs = 3
-    current_epoch = 1
-    global_step = 40
-    callback_metrics = {"train/loss": torch.tensor(0.25)}
+    def __init__(self) -> None:
+        self.is_global_zero, self.max_epochs, self.current_epoch, self.global_step = True, 3, 1, 40
+        self.callback_metrics = {"train/loss": torch.tensor(0.25)}
 
 
 def test_one_line_per_epoch_when_not_a_terminal_and_none_on_a_terminal():

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli.lightning_cli import SplitCVCLI
 from datamodules.image_folder_patches import ImageFolderPatches
 from datamodules.image_io import UnreadableImageError
 from lightning_modules.checkpoint_init import CheckpointMismatchError, load_state_dict_from_checkpoint
 from lightning_modules.rnn_compressor import RNNCompressor
-from cli.lightning_cli import SplitCVCLI
 
 REPO = Path(__file__).resolve().parents[2]
 

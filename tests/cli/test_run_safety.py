@@ -15,9 +15,9 @@ import pytest
 import torch
 import yaml
 
+from cli.lightning_cli import NothingToResumeError, RunExistsError, SplitCVCLI, debug_configs_last
 from cli.run_lock import LOCK_FILE, RunLockedError
 from lightning_modules.rnn_compressor import RNNCompressor
-from cli.lightning_cli import NothingToResumeError, RunExistsError, SplitCVCLI, debug_configs_last
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--trainer.limit_val_batches", "0", "--trainer.enable_model_summary", "false"]

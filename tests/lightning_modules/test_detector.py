@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cli.lightning_cli import SplitCVCLI
 from datamodules.fixtures import VOC_FIXTURE_CLASSES, write_voc
 from datamodules.voc import VOC, VOC_LABELS
 from datamodules.voc_eval import evaluate_detections
@@ -21,7 +22,6 @@ from lightning_modules.checkpoint_init import CheckpointMismatchError
 from lightning_modules.detection_steps import loss_targets, split_detection_batch
 from lightning_modules.detector import Detector
 from models.ssd import trunk_modules
-from cli.lightning_cli import SplitCVCLI
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,13 +8,13 @@ import lightning as L
 import pytest
 import torch
 
+from cli.lightning_cli import SplitCVCLI
 from datamodules.cifar10 import CIFAR10
 from datamodules.fixtures import write_cifar10
 from lightning_modules.fbnet_child import FBNetChild
 from models.fbnet import cifar10_space, write_architecture
 from models.fbnet_blocks import InvertedResidual
 from models.fbnet_costs import CostSettings, build_cost_table
-from cli.lightning_cli import SplitCVCLI
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,12 +12,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from benchmarks.fbnet_report import collect, paper_label, write_report
+from cli.lightning_cli import SplitCVCLI
 from datamodules.cifar10 import CIFAR10
 from datamodules.fixtures import write_cifar10
 from lightning_modules.fbnet_search import FBNetSearch, gumbel_temperature
 from models.fbnet import FBNetChildNet, one_hot, read_architecture
 from models.fbnet_costs import CostSettings, build_cost_table
-from cli.lightning_cli import SplitCVCLI
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
