@@ -68,10 +68,11 @@ class SharedTrunkTask(L.LightningModule):
         width: channel multiplier of every layer (< 1 only without ``weights``: CPU demos and tests).
         image_size: detection: the SSD's input side (images are resized to it); both tasks: the side at
             which MACs are counted when no test batch sets it.
-        codec: the image codec of the wire (``png``, ``webp``, ``hevc``, ``avif``) or ``None``: the float
-            tensor goes through untouched.
-        codec_quality: ``webp``/``avif`` quality 0–100; ``hevc`` constant QP 0–51 (the paper's qp35 =
-            35); ``None`` for ``png``.
+        codec: the image codec of the wire: ``hevc`` (constant QP, slice data behind our header, no
+            container: what the paper's BPG sends), ``heif`` (the same HEVC in a HEIF container), ``png``,
+            ``webp``, ``avif``; or ``None``: the float tensor goes through untouched.
+        codec_quality: ``webp``/``avif`` quality 0–100; ``hevc``/``heif`` constant QP 0–51 (the paper's
+            qp35 = 35); ``None``: the codec's default (QP 35, quality 80; ``png`` takes none).
         codec_layout: ``r_channel`` (the paper's), ``mono`` or ``square`` tiling.
         codec_bits: min–max quantisation bits (8; 10 for ``png``/``hevc`` grey layouts).
         codec_per_channel: a min/max per channel instead of per tensor (the paper's).
@@ -96,7 +97,7 @@ class SharedTrunkTask(L.LightningModule):
         width: float = 1.0,
         image_size: int = 224,
         codec: FeatureImageCodec | None = None,
-        codec_quality: int | None = 35,
+        codec_quality: int | None = None,
         codec_layout: Layout = "r_channel",
         codec_bits: int = 8,
         codec_per_channel: bool = False,
