@@ -116,6 +116,10 @@ class SharedTrunkTask(L.LightningModule):
             epoch (10k steps at batch 128; e^−100 with momentum 0.9's steady state) and cannot give its
             68–70 % — kept selectable (``weight_decay: 0.1``); see the README.
         lr_schedule: ``constant`` (the paper gives no schedule) or ``cosine`` to 0 over the run.
+        threads: torch's intra-op threads for this run (set at ``setup``); ``None`` keeps torch's default,
+            the machine's physical cores. A seeded CPU run repeats bit for bit on one machine, but the float
+            sums of oneDNN's convolution backward depend on the thread count (and on the CPU's vector ISA),
+            so a run that must repeat on another machine pins it (the demo: 2).
         latency_warmup: untimed batch-1 runs before ``test/ms_per_image``.
         latency_repeats: timed runs for ``test/ms_per_image``; 0 skips it.
     """
@@ -141,6 +145,7 @@ class SharedTrunkTask(L.LightningModule):
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         lr_schedule: Literal["constant", "cosine"] = "constant",
+        threads: int | None = None,
         latency_warmup: int = 5,
         latency_repeats: int = 30,
     ) -> None:
@@ -152,6 +157,8 @@ class SharedTrunkTask(L.LightningModule):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         if not 1 <= input_jpeg_quality <= 100:
             raise ValueError(f"input_jpeg_quality must be in 1..100, got {input_jpeg_quality}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
         if preprocess not in ("torchvision", "paper"):
             raise ValueError(f"preprocess must be 'torchvision' or 'paper', got {preprocess!r}")
         self.codec: FeatureCodec | None = None
@@ -194,6 +201,10 @@ class SharedTrunkTask(L.LightningModule):
         if "model" in self._modules:
             self.split.edge.eval()
         return self
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.threads is not None:
+            torch.set_num_threads(self.hparams.threads)
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters ``{"edge", "server", "total"}``."""
