@@ -293,17 +293,29 @@ def encode_array(
     return buffer.getvalue()
 
 
-def decode_array(data: bytes, codec: str, grey: bool = False) -> np.ndarray:
+def decode_array(data: bytes, codec: str, grey: bool = False, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Decode bytes written by :func:`encode_array`: uint8 (H, W, 3), or with ``grey`` the grey plane
     (H, W) — uint8, or uint16 with 10-bit values for a 10-bit file.
 
+    Args:
+        shape: the (H, W) the image must have; checked from the file's header **before** any pixel is
+            decoded (a forged file cannot make the decoder allocate more).
+
     Raises:
-        ValueError: unknown or unavailable codec, or data that is not a decodable file of that codec.
+        ValueError: unknown or unavailable codec, data that is not a decodable file of that codec, or an
+            image of another size than ``shape``; whatever the decoder raises on bad data (Pillow's
+            ``DecompressionBombError``, pillow-heif's ``IndexError`` / ``EOFError``, ...) comes as a
+            ``ValueError`` naming it.
     """
     get_codec(codec)
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ValueError(f"expected bytes to decode, got {type(data).__name__}")
     data = bytes(data)
+
+    def check_size(width: int, height: int) -> None:
+        if shape is not None and (height, width) != tuple(shape):
+            raise ValueError(f"the {codec} image is {height}×{width}, expected {shape[0]}×{shape[1]}")
+
     try:
         if codec == "hevc" or (codec == "avif" and not features.check("avif")):
             import pillow_heif
@@ -312,6 +324,7 @@ def decode_array(data: bytes, codec: str, grey: bool = False) -> np.ndarray:
             expected = "image/heic" if codec == "hevc" else "image/avif"
             if heif.mimetype != expected:
                 raise ValueError(f"the data is {heif.mimetype}, not {expected}")
+            check_size(*heif.size)
             if heif.mode.startswith("I;16"):
                 array = np.asarray(heif).astype(np.uint16) >> 6
             else:
@@ -320,12 +333,15 @@ def decode_array(data: bytes, codec: str, grey: bool = False) -> np.ndarray:
             with Image.open(io.BytesIO(data)) as opened:
                 if opened.format != _PIL_FORMAT[codec]:
                     raise ValueError(f"the data is a {opened.format} file, not {_PIL_FORMAT[codec]}")
+                check_size(*opened.size)
                 if opened.mode.startswith("I;16"):
                     array = np.asarray(opened).astype(np.uint16)
                 else:
                     array = np.asarray(opened if opened.mode in ("L", "RGB") else opened.convert("RGB"))
-    except (ValueError, RuntimeError, OSError, SyntaxError) as error:  # UnidentifiedImageError is an OSError
-        raise ValueError(f"cannot decode the data as {codec!r} ({len(data)} bytes): {error}") from error
+    except Exception as error:  # noqa: BLE001 — any decoder failure on bad data (UnidentifiedImageError, bombs, ...)
+        raise ValueError(
+            f"cannot decode the data as {codec!r} ({len(data)} bytes): {type(error).__name__}: {error}"
+        ) from error
     if grey and array.ndim == 3:
         array = array[..., 0]  # a grey image coded as RGB (WebP): R = G = B
     elif not grey and array.ndim == 2:

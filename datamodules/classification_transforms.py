@@ -6,7 +6,8 @@ model normalises its own input.
 
 Choices (the papers are silent; these are the field's defaults):
 - training: ``RandomResizedCrop(scale=(0.08, 1))`` + horizontal flip, as in torchvision's ImageNet recipe;
-- evaluation: resize the shorter side to ``image_size / 0.875`` (256 for 224) then centre crop;
+- evaluation: resize the shorter side to ``image_size / 0.875`` (256 for 224) then centre crop; or a
+  plain resize to ``image_size`` squared (``plain_resize_transform``: the shared-trunk paper's eq. 5–6);
 - patches (recurrent compressor, Toderici et al. 2017): random ``patch_size`` crops (32×32) of the
   unresized image, reflect-padded when the image is smaller — the one patch pipeline, used by the
   compressor DataModules and by ImageNet's ``mode="patches"``.
@@ -48,6 +49,11 @@ def eval_transform(image_size: int = 224) -> A.Compose:
             *_to_unit_tensor(),
         ]
     )
+
+
+def plain_resize_transform(image_size: int = 224) -> A.Compose:
+    """Resize to ``image_size`` × ``image_size``, aspect ratio not kept (Hiraga et al., eq. 5–6); float32 CHW in [0, 1]."""
+    return A.Compose([A.Resize(height=image_size, width=image_size), *_to_unit_tensor()])
 
 
 def patch_transform(patch_size: int = 32) -> A.Compose:

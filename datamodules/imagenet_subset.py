@@ -43,6 +43,7 @@ from datamodules.class_list import ClassEntry, load_class_list
 from datamodules.classification_transforms import (
     eval_transform,
     patch_transform,
+    plain_resize_transform,
     train_transform,
 )
 from datamodules.image_io import (
@@ -252,6 +253,8 @@ class ImageNetSubset(LightningDataModule):
             ``"patches"``: random ``patch_size`` crops for training (the recurrent compressor);
             evaluation as in ``classify``.
         image_size: Side of the square training crops (``classify``) and of the evaluation crops.
+        eval_resize: ``"crop"``: shorter side to ``image_size / 0.875``, centre crop (torchvision's);
+            ``"plain"``: resize to ``image_size`` squared, aspect not kept (Hiraga et al.'s eq. 5–6).
         patch_size: Side of the training patches in ``patches`` mode (32 in Toderici et al. 2017).
         batch_size: Images per batch (per device).
         num_workers: DataLoader worker processes.
@@ -274,6 +277,7 @@ class ImageNetSubset(LightningDataModule):
         val_fraction: float = 0.1,
         mode: Mode = "classify",
         image_size: int = 224,
+        eval_resize: Literal["crop", "plain"] = "crop",
         patch_size: int = 32,
         batch_size: int = 64,
         num_workers: int = 4,
@@ -288,6 +292,9 @@ class ImageNetSubset(LightningDataModule):
             raise ValueError(f"layout must be 'ilsvrc' or 'folders', got {layout!r}")
         if mode not in ("classify", "patches"):
             raise ValueError(f"mode must be 'classify' or 'patches', got {mode!r}")
+        if eval_resize not in ("crop", "plain"):
+            raise ValueError(f"eval_resize must be 'crop' or 'plain', got {eval_resize!r}")
+        self.eval_resize = eval_resize
         self.root = root
         self.classes = load_class_list(class_list)
         self.num_classes = len(self.classes)
@@ -330,7 +337,8 @@ class ImageNetSubset(LightningDataModule):
         )
         skipped = self.skipped.get
         self.train_set = ImageNetSubsetDataset(train, self.train_pipeline(), self.class_names, skipped("train"))
-        self.val_set = ImageNetSubsetDataset(val, eval_transform(self.image_size), self.class_names, skipped("val"))
+        evaluate = eval_transform if self.eval_resize == "crop" else plain_resize_transform
+        self.val_set = ImageNetSubsetDataset(val, evaluate(self.image_size), self.class_names, skipped("val"))
 
     @property
     def skipped_images(self) -> dict[str, int]:

@@ -7,6 +7,7 @@ import pytest
 
 from benchmarks.feature_codec_sweep import bytes_at_psnr, equal_fidelity, main, network_inputs, settings
 from coding.image_codecs import available_codecs, encode_image
+from lightning_modules.shared_trunk import INPUT_JPEG_QUALITY
 
 
 def test_bytes_at_psnr_interpolates_log_bytes():
@@ -67,8 +68,8 @@ def test_sweep_runs_on_a_photo(tmp_path):
         hevc = sorted((r for r in rows if r["codec"] == "hevc" and r["layout"] == layout), key=lambda r: r["quality"])
         assert [r["bytes_per_image"] for r in hevc] == sorted((r["bytes_per_image"] for r in hevc), reverse=True)
         assert hevc[0]["feature_psnr"] > hevc[-1]["feature_psnr"]
-    # the basis: the 64×64 network input as JPEG q95, the same for every row
-    jpeg = len(encode_image(network_inputs(["coffee"], 64)[0], "jpeg", 95))
+    # the basis: the 64×64 network input as JPEG at the default quality (70), the same for every row
+    jpeg = len(encode_image(network_inputs(["coffee"], 64)[0], "jpeg", INPUT_JPEG_QUALITY))
     assert all(r["input_jpeg_bytes"] == jpeg for r in rows)
     assert rows[0]["input_percent"] == pytest.approx(100 * rows[0]["bytes_per_image"] / jpeg)
     reference = [r for r in results["equal_fidelity"] if r["curve"] == "hevc / r_channel"]

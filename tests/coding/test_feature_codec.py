@@ -2,6 +2,7 @@
 header validation."""
 
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -145,18 +146,76 @@ def test_stream_header_carries_the_side_information():
     assert torch.equal(decode(data[:]), FeatureCodec.decode(data))
 
 
+def resealed(data: bytes, **changes: int) -> bytes:
+    """The stream with header bytes changed ({offset: value}) and both CRCs made valid again (a forger)."""
+    head = bytearray(data[:HEADER_SIZE])
+    for offset, value in changes.items():
+        head[int(offset.lstrip("b"))] = value
+    body = data[HEADER_SIZE:]
+    head[16:20] = zlib.crc32(body).to_bytes(4, "little")
+    head[20:24] = zlib.crc32(bytes(head[:20])).to_bytes(4, "little")
+    return bytes(head) + body
+
+
 def test_invalid_streams_are_rejected():
     data = FeatureCodec("png", None).encode(torch.randn(8, 3, 3))
     with pytest.raises(FeatureStreamError, match="magic"):
         decode(b"XXXX" + data[4:])
-    with pytest.raises(FeatureStreamError, match="version"):
+    with pytest.raises(FeatureStreamError, match="header CRC"):
         decode(data[:4] + bytes([9]) + data[5:])
+    with pytest.raises(FeatureStreamError, match="version"):
+        decode(resealed(data, b4=9))
     with pytest.raises(FeatureStreamError, match="header"):
         decode(data[:10])
-    with pytest.raises(FeatureStreamError, match="CRC"):
+    with pytest.raises(FeatureStreamError, match="body CRC"):
         decode(data[:-1] + bytes([data[-1] ^ 1]))
-    with pytest.raises(FeatureStreamError, match="CRC"):
+    with pytest.raises(FeatureStreamError, match="body CRC"):
         decode(data[:-5])
+    with pytest.raises(FeatureStreamError, match="body CRC"):
+        decode(data + b"\0")
+
+
+def test_the_issues_header_flips_are_refused():
+    # issue 18: flipping bit 0 of byte 10 (C) of a square HEVC stream returned a (33, 28, 28) tensor, and the
+    # bit that turns 8-bit levels into 10-bit ones returned values off by up to 6.3; both are refused now
+    torch.manual_seed(0)
+    x = torch.randn(32, 28, 28)
+    data = FeatureCodec("hevc", 35, "square").encode(x)
+    for offset, mask in ((10, 1), (7, 2)):  # C's low bit; bits 8 → 10
+        flipped = bytearray(data)
+        flipped[offset] ^= mask
+        with pytest.raises(FeatureStreamError, match="header CRC"):
+            decode(bytes(flipped))
+    # forged with valid CRCs, 10-bit levels under the 8-bit PNG image are refused by the image's own depth
+    png = FeatureCodec("png", None, "square").encode(x)
+    with pytest.raises(FeatureStreamError, match="uint16"):
+        decode(resealed(png, b7=10))
+
+
+@pytest.mark.parametrize(("lo", "hi", "match"), [(float("nan"), 1.0, "finite"), (0.0, float("inf"), "finite"),
+                                                 (2.0, 1.0, "min > max")])  # fmt: skip
+def test_forged_ranges_are_refused(lo, hi, match):
+    data = FeatureCodec("png", None).encode(torch.randn(8, 3, 3))
+    body = np.array([lo, hi], "<f4").tobytes() + data[HEADER_SIZE + 8 :]
+    with pytest.raises(FeatureStreamError, match=match):
+        decode(resealed(data[:HEADER_SIZE] + body))
+
+
+def test_a_decompression_bomb_is_our_error():
+    from tests.coding.feature_stream_fuzz import png_bomb
+
+    data = FeatureCodec("png", None, "mono").encode(torch.randn(8, 3, 3))
+    with pytest.raises(FeatureStreamError, match="cannot decode the png image"):
+        decode(resealed(data[: HEADER_SIZE + 8] + png_bomb()))
+
+
+def test_every_codec_has_a_valid_default_setting():
+    # issue 20 item 4: codec "png" failed with the default quality; None now picks each codec's default
+    for codec, quality in (("png", None), ("hevc", 35), ("heif", 35), ("webp", 80), ("avif", 80)):
+        if ("hevc" if codec == "heif" else codec) in available_codecs():
+            coded = FeatureCodec(codec)
+            assert coded.quality == quality
+            assert decode(coded.encode(torch.ones(2, 3, 3))).shape == (2, 3, 3)
 
 
 @pytest.mark.parametrize(
@@ -164,7 +223,7 @@ def test_invalid_streams_are_rejected():
     [
         ({"codec": "png", "quality": 5}, "lossless"),
         ({"codec": "hevc", "quality": 52}, "qp"),
-        ({"codec": "webp", "quality": None}, "int quality"),
+        ({"codec": "webp", "quality": 5.5}, "int quality"),
         ({"codec": "webp", "quality": 50, "bits": 10, "layout": "mono"}, "10-bit"),
         ({"codec": "hevc", "quality": 30, "bits": 10}, "10-bit"),
         ({"codec": "hevc", "quality": 30, "layout": "mono", "chroma": "444"}, "444"),
