@@ -24,9 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_modules.classification_steps import log_classification_eval, top_k_accuracies
-from lightning_modules.fbnet_search import cost_table_for, costs_from
 from models.fbnet import FBNetChildNet, read_architecture
-from models.fbnet_costs import CostSettings, CostTable
+from models.fbnet_costs import CostSettings, CostTable, cost_table_on_rank_zero, costs_from
 from models.latency import measure_ms_per_image
 from models.mac_count import macs_by_module
 
@@ -84,7 +83,7 @@ class FBNetChild(L.LightningModule):
             elif hp.cost_table:
                 raise FileNotFoundError(f"cost table {path} not found")
             else:
-                self.cost_table = cost_table_for(self, self.space, self.costs)
+                self.cost_table = cost_table_on_rank_zero(self.space, self.costs, self._trainer)
         return self.cost_table.architecture_cost(self.architecture)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

@@ -31,7 +31,7 @@ Energy (``energy_mj``, millijoules per image), from one of:
   traffic (640 pJ per 32-bit word). It is a stand-in, stated as such in ``energy_source``; it is never
   silently zero (a skip that is an identity costs 0, the fixed stem/head never do).
 
-The fixed parts (stem, head, pool, classifier) are measured the same way and added to every
+The fixed parts (stem, head: 1×1 conv, dropout, flatten or pool, classifier) are measured the same way and added to every
 architecture's total, so a total is never zero and its log is defined.
 """
 
@@ -43,13 +43,13 @@ import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from models.fbnet import SearchSpace, architecture_indices
-from models.fbnet_blocks import CANDIDATE_NAMES, SKIP, build_block, conv_bn
+from models.fbnet import SearchSpace, architecture_indices, build_head, build_stem
+from models.fbnet_blocks import CANDIDATE_NAMES, SKIP, build_block
 from models.latency import measure_side_by_side
 from models.mac_count import macs_by_module
 
@@ -114,19 +114,13 @@ class CostTable:
 
 
 def _stem_and_head(space: SearchSpace) -> tuple[nn.Module, nn.Module]:
-    head = nn.Sequential(
-        conv_bn(space.layers[-1].c_out, space.head_channels, 1),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(space.head_channels, space.num_classes),
-    )
-    return conv_bn(3, space.stem_channels, 3), head
+    """The network's own stem and head modules (:func:`models.fbnet.build_head`: flattened or pooled)."""
+    return build_stem(space), build_head(space)
 
 
 def _head_input(space: SearchSpace) -> Tensor:
-    last = space.layers[-1]
-    side = (last.input_size + last.stride - 1) // last.stride
-    return torch.randn(1, last.c_out, side, side)
+    side = space.head_input_size
+    return torch.randn(1, space.layers[-1].c_out, side, side)
 
 
 def host_key() -> str:
@@ -347,11 +341,32 @@ def build_cost_table(space: SearchSpace, settings: CostSettings | None = None) -
     return CostTable(latency, energy, fixed_latency, fixed_energy, source, latency_source)
 
 
+def costs_from(costs: CostSettings | dict | None) -> CostSettings:
+    """``CostSettings`` from itself, its dict (as stored in a checkpoint's hyper-parameters) or ``None``."""
+    if isinstance(costs, CostSettings):
+        return costs
+    return CostSettings(**(dict(costs) if costs else {}))
+
+
+def cost_table_on_rank_zero(space: SearchSpace, settings: CostSettings, trainer: Any = None) -> CostTable:
+    """Build the table on global rank 0 and broadcast it (one measurement per run). ``trainer`` is any
+    object with ``is_global_zero``, ``world_size`` and ``strategy.broadcast`` (a Lightning Trainer), or
+    ``None`` (one process)."""
+    data = None
+    if trainer is None or trainer.is_global_zero:
+        data = build_cost_table(space, settings).to_json()
+    if trainer is not None and trainer.world_size > 1:
+        data = trainer.strategy.broadcast(data, src=0)
+    return CostTable.from_json(data)
+
+
 __all__ = [
     "CostSettings",
     "CostTable",
     "SKIP",
     "build_cost_table",
+    "cost_table_on_rank_zero",
+    "costs_from",
     "read_energy_table",
     "proxy_energy_table",
     "measure_latency_ms",

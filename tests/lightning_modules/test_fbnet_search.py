@@ -60,7 +60,7 @@ class GradientRecorder(Callback):
 
 
 def test_each_split_trains_only_its_own_parameters(tmp_path, cifar_root, costs):
-    module = search(costs, warmup_epochs=0)
+    module = search(costs, warmup_epochs=0, loss="fbnet")  # a loss whose weight gradient is never zero
     recorder = GradientRecorder()
     trainer = L.Trainer(
         accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -97,10 +97,52 @@ def test_table_latency_of_a_one_hot_architecture_is_the_sum_the_loss_uses(costs)
     by_hand = table.fixed_latency_ms + sum(float(table.latency_ms[i, j]) for i, j in enumerate(idx))
     assert lat.item() == pytest.approx(by_hand, rel=1e-5)
     assert (lat.item(), energy.item()) == pytest.approx(table.architecture_cost(arch), rel=1e-5)
-    # and the loss sees exactly that latency (ccel1 at a reached goal: 1 · (sqrt(log lat_us) + sqrt(log e_uJ)))
+    # and the loss sees exactly that latency (ccel1 at a reached goal: 1 · (log(lat_us^β) + log(e_uJ^β)), β 0.5)
     parts = module.architecture_loss(torch.tensor([0.1]), 1.0, lat.view(1), energy.view(1))
+    expected = math.log((by_hand * 1e3) ** 0.5) + math.log((energy.item() * 1e3) ** 0.5)
+    assert parts["loss"].item() == pytest.approx(expected, rel=1e-5)
+    literal = search(costs, latency_term="power_of_log")
+    literal.set_cost_table(table)
+    parts = literal.architecture_loss(torch.tensor([0.1]), 1.0, lat.view(1), energy.view(1))
     expected = math.sqrt(math.log(by_hand * 1e3)) + math.sqrt(math.log(energy.item() * 1e3))
     assert parts["loss"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def _weight_gradients(module: FBNetSearch, images: torch.Tensor, correct: int) -> list[torch.Tensor | None]:
+    """Gradients of the weights after one weight step on ``images`` whose labels are the supernet's own
+    predictions for the first ``correct`` images and wrong for the rest (same Gumbel draw and dropout:
+    the RNG is rewound), so the batch accuracy is exactly ``correct / len(images)``."""
+    module.train()
+    module.supernet.zero_grad(set_to_none=True)
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        weights = module.supernet.sample_weights(len(images), module.temperature(), module.supernet.theta.detach())
+        predictions = module.supernet(images, weights).argmax(1)
+    torch.set_rng_state(state)
+    labels = predictions.clone()
+    labels[correct:] = (labels[correct:] + 1) % 10
+    module.manual_backward = lambda loss: loss.backward()  # no Trainer here
+    module.weight_step(images, labels)
+    return [p.grad for p in module.supernet.weight_parameters()]
+
+
+@pytest.mark.parametrize(("loss", "goal", "threshold"), [("ccel1", 0.6, 0.5), ("ccel2", 0.5, 0.5)])
+def test_ccel_switches_the_weight_gradient_off_once_the_batch_reaches_the_goal(costs, loss, goal, threshold):
+    # Algorithm 1: zero once acc >= goal − 0.1 (0.5 here); Algorithm 2: once acc >= goal. 20 images:
+    # 10 correct is exactly the threshold, 9 is below it
+    torch.manual_seed(0)
+    module = search(costs, loss=loss, goal=goal)
+    module.set_cost_table(build_cost_table(module.space, costs))
+    images = torch.rand(20, 3, 32, 32)
+    at = _weight_gradients(module, images, correct=int(threshold * 20))
+    assert at and all(g is not None and not g.any() for g in at)  # present, and exactly zero
+    below = _weight_gradients(module, images, correct=int(threshold * 20) - 1)
+    assert any(g is not None and g.any() for g in below)
+    assert module.supernet.theta.grad is None  # theta is detached in the weight step
+    # with weight_loss: ce the weights learn from the plain CE whatever the accuracy
+    plain = search(costs, loss=loss, goal=goal, weight_loss="ce")
+    plain.set_cost_table(build_cost_table(plain.space, costs))
+    assert any(g is not None and g.any() for g in _weight_gradients(plain, images, correct=20))
 
 
 def test_units_too_large_for_the_log_losses_are_refused(costs):
