@@ -131,6 +131,10 @@ class FBNetSearch(L.LightningModule):
         energy_unit: unit of energy inside the loss (``J``, ``mJ``, ``uJ``).
         costs: where the latency and energy tables come from (energy file or proxy, latency cache,
             measuring threads and repeats): :class:`models.fbnet_costs.CostSettings`.
+        latency_file: a latency table to use instead of measuring on this host (the latency cache's
+            JSON format, checked against the space's shapes), e.g. the demo's shipped
+            ``configs/fbnet/demo_latency_table.json``, so a run is reproducible on any host; ``None``
+            (default): measure (or read this host's cache).
         warmup_epochs: epochs that train the weights only (theta fixed at uniform).
         initial_temperature: Gumbel-softmax temperature at the first search epoch.
         temperature_decay: factor per reference epoch.
@@ -168,6 +172,7 @@ class FBNetSearch(L.LightningModule):
         latency_unit: LatencyUnit = "us",
         energy_unit: EnergyUnit = "uJ",
         costs: CostSettings | None = None,
+        latency_file: str | None = None,
         warmup_epochs: int = 2,
         initial_temperature: float = 5.0,
         temperature_decay: float = 0.956,
@@ -232,7 +237,7 @@ class FBNetSearch(L.LightningModule):
         if bool(self.latency_table_ms.any()):  # loaded with the weights (load_from_checkpoint): the run's own table
             self.cost_table = self._table_from_state(self.state_dict(), "checkpoint")
             return
-        table = cost_table_on_rank_zero(self.space, self.costs, self._trainer)
+        table = cost_table_on_rank_zero(self.space, self.costs, self._trainer, self.hparams.latency_file)
         self.set_cost_table(table)
 
     @staticmethod

@@ -11,11 +11,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from benchmarks.fbnet_report import collect, paper_label, write_report
+from benchmarks.fbnet_report import paper_label
 from datamodules.cifar10 import CIFAR10
 from datamodules.fixtures import write_cifar10
 from lightning_modules.fbnet_search import FBNetSearch, gumbel_temperature
-from models.fbnet import FBNetChildNet, one_hot, read_architecture
+from models.fbnet import argmax_architecture, one_hot, read_architecture
 from models.fbnet_costs import CostSettings, build_cost_table
 from train import SplitCVCLI
 
@@ -194,18 +194,24 @@ def test_fit_writes_the_run_outputs_and_resumes_exactly(tmp_path, cifar_root, co
     run, full = cli_fit(tmp_path, "full", cifar_root, costs, "--trainer.max_epochs", "2")
     assert (run / "plots" / "probabilities_epoch_001.png").stat().st_size > 0
     assert (run / "cost_table.json").is_file() and (run / "export.json").is_file()
-    for name in ("architecture.txt", "architecture_sampled.txt", "architectures/epoch_001.txt"):
+    for name in (
+        "architecture.txt",
+        "architecture_argmax.txt",
+        "architecture_sampled.txt",
+        "architectures/epoch_001.txt",
+    ):
         space, arch = read_architecture(run / name)
         assert space.num_layers == 2 and len(arch) == 2
-    # the report gathers the finished search (no child test yet: accuracy blank, params from the file)
-    (row,) = collect(tmp_path)
-    best = json.loads((run / "export.json").read_text())["best_sampled"]
-    assert row["architecture"] == best["architecture"] and row["acc_pct"] is None
-    assert row["table_s_10k"] == pytest.approx(best["latency_ms"] * 10)  # ms per image → s per 10,000 images
-    space, arch = read_architecture(run / "architecture_sampled.txt")
-    assert row["params_m"] * 1e6 == sum(p.numel() for p in FBNetChildNet(space, arch).parameters())
-    paths = write_report([row], tmp_path / "report")
-    assert paths["figure_other"].stat().st_size > 0 and "fb_net_search" in paths["md"].read_text()
+    # the export is the argmax of the final theta (export: argmax); the sample is only beside it
+    summary = json.loads((run / "export.json").read_text())
+    theta = full["state_dict"]["supernet.theta"]
+    assert summary["exported"] == "argmax"
+    assert (
+        read_architecture(run / "architecture.txt")[1]
+        == argmax_architecture(theta)
+        == summary["argmax"]["architecture"]
+    )
+    assert read_architecture(run / "architecture_sampled.txt")[1] == summary["best_sampled"]["architecture"]
     part_run, first = cli_fit(tmp_path, "part", cifar_root, costs, "--trainer.max_epochs", "1")
     assert first["global_step"] == 1
     _, resumed = cli_fit(tmp_path, "part", cifar_root, costs, "--trainer.max_epochs", "2", "--ckpt_path", "last")
@@ -213,7 +219,6 @@ def test_fit_writes_the_run_outputs_and_resumes_exactly(tmp_path, cifar_root, co
     assert resumed["global_step"] == full["global_step"] == 3
     for key, value in full["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
-    theta = full["state_dict"]["supernet.theta"]
     assert not torch.equal(theta, first["state_dict"]["supernet.theta"])  # epoch 2 trained theta; the check can fail
     # a loaded checkpoint evaluates with its own cost table, never a re-measured one (here: one that differs
     # from anything the host would measure, and no latency cache to read)
