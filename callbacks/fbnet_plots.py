@@ -41,9 +41,9 @@ def plot_probabilities(probs: np.ndarray, path: str | Path, title: str = "") -> 
     ax.set_yticks(range(probs.shape[0]), [str(i) for i in range(probs.shape[0])], fontsize=7)
     ax.set_ylabel("layer")
     for (i, j), p in np.ndenumerate(probs):
-        ax.text(j, i, f"{p:.2f}" if p >= 0.01 else f"{p:.0e}", ha="center", va="center", fontsize=5,
+        ax.text(j, i, f"{p:.3f}" if p >= 0.001 else f"{p:.0e}", ha="center", va="center", fontsize=5,
                 color="white" if abs(deviation[i, j]) > 0.6 * half else "black")  # fmt: skip
-    fig.colorbar(image, ax=ax, label=f"probability − 1/{probs.shape[-1]} (scale ±{half:.2g}; cells: probability)")
+    fig.colorbar(image, ax=ax, label=f"probability − 1/{probs.shape[-1]}\n(scale ±{half:.2g}; cells: probability)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
