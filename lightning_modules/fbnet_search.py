@@ -4,9 +4,11 @@ One training step (manual optimisation), on the batch ``{"weights": (x, y), "arc
 CIFAR-10 DataModule's ``split: search``:
 
 1. **weights** on the weight split: per-sample Gumbel-softmax architectures drawn from ``theta``
-   *detached*, loss = cross-entropy, SGD step on the weights only (``theta`` gets no gradient). The
-   cost terms do not depend on the weights; the multiplicative losses would only rescale the weights'
-   gradient and CCEL would zero it once the goal is met, so the weights minimise the plain CE.
+   *detached*, SGD step on the weights only (``theta`` gets no gradient). ``weight_loss: total`` (the
+   default; Algorithm 1 line 12 and Algorithm 2 line 11 backpropagate TotalLoss, as does the FBNet port
+   the authors build on): the configured loss with the sampled architectures' costs as constants, so
+   the multiplicative losses rescale the CE's gradient and CCEL switches it off once the batch accuracy
+   (all-reduced under DDP) reaches the goal (method 1: goal − 0.1); ``weight_loss: ce``: plain CE.
 2. **architecture** (after ``warmup_epochs``) on the held-out split: per-sample Gumbel-softmax with
    gradient to ``theta``, the chosen ``loss`` with each sample's expected latency and energy
    ``Σ_l Σ_c w[b, l, c] · table[l, c]`` + the fixed stem/head, Adam step on ``theta`` only (the
@@ -20,7 +22,7 @@ Cost units seen by the loss: ``latency_unit`` (default µs) and ``energy_unit`` 
 image. The log-based losses need every network of the space to cost more than 1 unit (log > 0);
 ``setup`` checks the cheapest possible network and fails naming a smaller unit otherwise.
 
-Logged: ``train/ce`` (weight split), ``train/loss``, ``train/arch_ce``, ``train/acc`` (architecture
+Logged: ``train/ce`` and ``train/weight_loss`` (weight split), ``train/loss``, ``train/arch_ce``, ``train/acc`` (architecture
 split), ``train/ccel``, ``train/lat_term``, ``train/energy_term``, ``train/expected_latency_ms`` and
 ``train/expected_energy_mj`` (per sample of the Gumbel draw), ``train/temperature``;
 ``val/acc_top1`` and ``val/loss`` of the current argmax architecture (through the supernet's shared
@@ -30,8 +32,15 @@ weights), ``val/latency_ms``/``val/energy_mj`` (its table costs), ``val/expected
 ``architectures/epoch_NNN.txt``), ``plots/probabilities_epoch_NNN.png`` (heat map of
 ``softmax(theta)``, also to W&B), ``cost_table.json``, and at the end of fit
 ``architecture_sampled.txt`` (the best of ``export_samples`` architectures drawn from
-``softmax(theta)``, by validation accuracy through the supernet, as the paper does) and
-``export.json`` (every candidate with its accuracy and costs).
+``softmax(theta)``, by validation accuracy through the supernet) and ``export.json`` (every candidate with its accuracy and costs).
+
+Export (``export``): ``argmax`` (default) writes the most probable block of every layer, as the FBNet
+port the first author's code builds on does (``sample_architecture_from_the_supernet(...,
+hardsampling=True)``); ``best_of_samples`` writes the best of ``export_samples`` architectures drawn
+from ``softmax(theta)``, ranked by validation accuracy through the supernet's weights. The latter is
+**ours**, not the paper's (which says nothing of how its architectures were taken from the supernet).
+At the end of fit ``architecture.txt`` holds the exported one (during the run: the current argmax);
+``architecture_argmax.txt`` and ``architecture_sampled.txt`` hold both, whichever is exported.
 
 DDP: the cost table is built on rank 0 and broadcast; the CCEL accuracy is the all-reduced
 accuracy of the global batch (every rank takes the same branch); gradients of ``theta`` are averaged
@@ -58,8 +67,9 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from models.fbnet import (
+    LAYOUTS,
     FBNetSupernet,
-    SearchSpace,
+    Layout,
     argmax_architecture,
     cifar10_space,
     one_hot,
@@ -67,8 +77,8 @@ from models.fbnet import (
     write_architecture,
 )
 from models.fbnet_blocks import CANDIDATE_NAMES
-from models.fbnet_costs import CostSettings, CostTable, build_cost_table
-from models.fbnet_losses import additive_loss, ccel1_loss, ccel2_loss, fbnet_loss
+from models.fbnet_costs import CostSettings, CostTable, cost_table_on_rank_zero, costs_from
+from models.fbnet_losses import LATENCY_TERMS, LatencyTerm, additive_loss, ccel1_loss, ccel2_loss, fbnet_loss
 from plotting.fbnet_plots import plot_probabilities
 
 LossName = Literal["fbnet", "additive", "ccel1", "ccel2"]
@@ -85,24 +95,6 @@ DEFAULTS: dict[str, dict[str, float]] = {
 }
 
 
-def costs_from(costs: CostSettings | dict | None) -> CostSettings:
-    """``CostSettings`` from itself, its dict (as stored in a checkpoint's hyper-parameters) or ``None``."""
-    if isinstance(costs, CostSettings):
-        return costs
-    return CostSettings(**(dict(costs) if costs else {}))
-
-
-def cost_table_for(module: L.LightningModule, space: SearchSpace, settings: CostSettings) -> CostTable:
-    """Build the cost table on global rank 0 and broadcast it (one measurement per run)."""
-    trainer = module._trainer
-    data = None
-    if trainer is None or trainer.is_global_zero:
-        data = build_cost_table(space, settings).to_json()
-    if trainer is not None and trainer.world_size > 1:
-        data = trainer.strategy.broadcast(data, src=0)
-    return CostTable.from_json(data)
-
-
 def gumbel_temperature(
     epoch: int, search_epochs: int, initial: float = 5.0, decay: float = 0.956, reference_epochs: int = 90
 ) -> float:
@@ -116,8 +108,10 @@ class FBNetSearch(L.LightningModule):
 
     Args:
         width: channel multiplier of the search space (1.0 = the paper's).
-        stages: ``[channels, repeats, first stride]`` per stage; ``None`` = the paper's 22 layers
+        stages: ``[channels, repeats, first stride]`` per stage; ``None`` = the layout's 22 layers
             (see :mod:`models.fbnet`). Smaller spaces are for tests and demos.
+        layout: ``table1`` (the paper's Table 1: strides down to 2×2, 1×1 conv 320, dropout 0.2, fc on the
+            flattened 2×2×320 map) or ``cifar_mobilenetv2`` (CIFAR MobileNetV2 strides, pooled head).
         num_classes: classes of the dataset.
         image_size: side of the input images (the latency table is measured at these shapes).
         loss: ``fbnet`` (CE·α·log(LAT)^β), ``additive`` (CE + α·LAT^β + γ·E^δ), ``ccel1``, ``ccel2``
@@ -128,10 +122,19 @@ class FBNetSearch(L.LightningModule):
         gamma: γ of ``additive`` (``None``: 1.5).
         delta: δ of ``additive`` (``None``: 0.5).
         margin: ``ccel1`` compares the accuracy with ``goal − margin`` (the paper's 0.1).
+        latency_term: ``log_of_power`` (``log(LAT ** β)``, the authors' code and FBNet's port) or
+            ``power_of_log`` (``(log LAT) ** β``); for the energy term alike. Not used by ``additive``.
+        weight_loss: ``total`` (the configured loss trains the weights too, Algorithms 1–2) or ``ce``.
+        export: ``argmax`` (the authors' port) or ``best_of_samples`` (ours): which architecture
+            ``architecture.txt`` holds at the end of fit.
         latency_unit: unit of latency inside the loss (``s``, ``ms``, ``us``).
         energy_unit: unit of energy inside the loss (``J``, ``mJ``, ``uJ``).
         costs: where the latency and energy tables come from (energy file or proxy, latency cache,
             measuring threads and repeats): :class:`models.fbnet_costs.CostSettings`.
+        latency_file: a latency table to use instead of measuring on this host (the latency cache's
+            JSON format, checked against the space's shapes), e.g. the demo's shipped
+            ``configs/fbnet/demo_latency_table.json``, so a run is reproducible on any host; ``None``
+            (default): measure (or read this host's cache).
         warmup_epochs: epochs that train the weights only (theta fixed at uniform).
         initial_temperature: Gumbel-softmax temperature at the first search epoch.
         temperature_decay: factor per reference epoch.
@@ -153,6 +156,7 @@ class FBNetSearch(L.LightningModule):
         self,
         width: float = 1.0,
         stages: list[list[int]] | None = None,
+        layout: Layout = "table1",
         num_classes: int = 10,
         image_size: int = 32,
         loss: LossName = "ccel1",
@@ -162,9 +166,13 @@ class FBNetSearch(L.LightningModule):
         gamma: float | None = None,
         delta: float | None = None,
         margin: float = 0.1,
+        latency_term: LatencyTerm = "log_of_power",
+        weight_loss: Literal["total", "ce"] = "total",
+        export: Literal["argmax", "best_of_samples"] = "argmax",
         latency_unit: LatencyUnit = "us",
         energy_unit: EnergyUnit = "uJ",
         costs: CostSettings | None = None,
+        latency_file: str | None = None,
         warmup_epochs: int = 2,
         initial_temperature: float = 5.0,
         temperature_decay: float = 0.956,
@@ -186,6 +194,12 @@ class FBNetSearch(L.LightningModule):
             raise ValueError(f"loss must be one of {list(DEFAULTS)}, got {loss!r}")
         if loss in ("ccel1", "ccel2") and not (margin if loss == "ccel1" else 0) < goal <= 1:
             raise ValueError(f"goal must be in ({margin if loss == 'ccel1' else 0}, 1] for {loss}, got {goal}")
+        if layout not in LAYOUTS or latency_term not in LATENCY_TERMS:
+            raise ValueError(f"layout must be one of {list(LAYOUTS)} and latency_term one of {list(LATENCY_TERMS)}")
+        if weight_loss not in ("total", "ce") or export not in ("argmax", "best_of_samples"):
+            raise ValueError("weight_loss must be 'total' or 'ce', export 'argmax' or 'best_of_samples'")
+        if export == "best_of_samples" and export_samples < 1:
+            raise ValueError("export: best_of_samples needs export_samples >= 1")
         if warmup_epochs < 0 or initial_temperature <= 0 or not 0 < temperature_decay <= 1:
             raise ValueError("need warmup_epochs >= 0, initial_temperature > 0 and 0 < temperature_decay <= 1")
         given = {"alpha": alpha, "beta": beta, "gamma": gamma, "delta": delta}
@@ -194,7 +208,9 @@ class FBNetSearch(L.LightningModule):
         if unused:
             raise ValueError(f"loss {loss!r} has no {', '.join(unused)} (it uses {', '.join(DEFAULTS[loss])})")
         self.automatic_optimization = False
-        self.space = cifar10_space(width=width, stages=stages, image_size=image_size, num_classes=num_classes)
+        self.space = cifar10_space(
+            width=width, stages=stages, image_size=image_size, num_classes=num_classes, layout=layout
+        )
         self.supernet = FBNetSupernet(self.space)
         shape = (self.space.num_layers, len(CANDIDATE_NAMES))
         # per-(layer, candidate) costs, ms and mJ per image; filled in setup, saved in checkpoints
@@ -221,7 +237,7 @@ class FBNetSearch(L.LightningModule):
         if bool(self.latency_table_ms.any()):  # loaded with the weights (load_from_checkpoint): the run's own table
             self.cost_table = self._table_from_state(self.state_dict(), "checkpoint")
             return
-        table = cost_table_for(self, self.space, self.costs)
+        table = cost_table_on_rank_zero(self.space, self.costs, self._trainer, self.hparams.latency_file)
         self.set_cost_table(table)
 
     @staticmethod
@@ -293,13 +309,14 @@ class FBNetSearch(L.LightningModule):
         """The configured loss on per-sample CE and costs (converted to the loss units)."""
         hp, k = self.hparams, self.coefficients
         lat, energy = lat_ms * PER_MS[hp.latency_unit], energy_mj * PER_MJ[hp.energy_unit]
+        form = hp.latency_term
         if hp.loss == "fbnet":
-            return fbnet_loss(ce, lat, k["alpha"], k["beta"])
+            return fbnet_loss(ce, lat, k["alpha"], k["beta"], form)
         if hp.loss == "additive":
             return additive_loss(ce, lat, energy, k["alpha"], k["beta"], k["gamma"], k["delta"])
         if hp.loss == "ccel1":
-            return ccel1_loss(ce, acc, lat, energy, hp.goal, k["beta"], hp.margin)
-        return ccel2_loss(ce, acc, lat, energy, hp.goal, k["beta"])
+            return ccel1_loss(ce, acc, lat, energy, hp.goal, k["beta"], hp.margin, form)
+        return ccel2_loss(ce, acc, lat, energy, hp.goal, k["beta"], form)
 
     # ------------------------------------------------------------------------------------- steps
 
@@ -309,12 +326,19 @@ class FBNetSearch(L.LightningModule):
             counts = self.trainer.strategy.reduce(counts.float(), reduce_op="sum")
         return float(counts[0] / counts[1])
 
-    def weight_step(self, images: Tensor, labels: Tensor) -> Tensor:
-        """Forward + backward of the weights' loss (CE) with theta detached; returns the CE."""
+    def weight_step(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Forward + backward of the weights' loss with theta detached (``weight_loss``: the configured
+        TotalLoss with the sampled costs as constants, or plain CE); returns its parts, detached."""
         weights = self.supernet.sample_weights(images.shape[0], self.temperature(), self.supernet.theta.detach())
-        ce = F.cross_entropy(self.supernet(images, weights), labels)
-        self.manual_backward(ce)
-        return ce.detach()
+        logits = self.supernet(images, weights)
+        ce = F.cross_entropy(logits, labels, reduction="none")
+        if self.hparams.weight_loss == "ce":
+            parts = {"loss": ce.mean()}
+        else:
+            lat, energy = self.expected_costs(weights)
+            parts = self.architecture_loss(ce, self._global_accuracy(logits.detach(), labels), lat, energy)
+        self.manual_backward(parts["loss"])
+        return {"ce": ce.mean().detach(), "weight_loss": parts["loss"].detach()}
 
     def arch_step(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """Forward + backward of the architecture loss (weights switched off by the caller)."""
@@ -346,11 +370,12 @@ class FBNetSearch(L.LightningModule):
         # gradients are cleared (set to None) before and after each step, so what an optimiser sees
         # at its step came from its own split only
         w_opt.zero_grad()
-        ce = self.weight_step(wx, wy)
+        weight_parts = self.weight_step(wx, wy)
         w_opt.step()
         w_opt.zero_grad()
         log = {"sync_dist": True, "batch_size": wx.shape[0]}
-        self.log("train/ce", ce, prog_bar=True, **log)
+        self.log("train/ce", weight_parts["ce"], prog_bar=True, **log)
+        self.log("train/weight_loss", weight_parts["weight_loss"], **log)
         self.log("train/temperature", self.temperature(), **log)
         self.log("train/lr", lr, **log)
         if self.search_epoch < 0:
@@ -500,17 +525,23 @@ class FBNetSearch(L.LightningModule):
         result = self.export()
         if not self.trainer.is_global_zero:
             return
-        best = result["best_sampled"]
-        write_architecture(self.run_dir / "architecture_sampled.txt", self.space, best["architecture"],
-                           self._architecture_comment(best["architecture"],
-                                                      f"{best['name']}, best of {len(result['candidates']) - 1} "
-                                                      f"samples: val acc {best['val_acc']:.4f} (supernet weights)"))  # fmt: skip
-        argmax = result["argmax"]
-        write_architecture(self.run_dir / "architecture.txt", self.space, argmax["architecture"],
-                           self._architecture_comment(argmax["architecture"], "argmax of theta at the end of the "
-                                                      f"search: val acc {argmax['val_acc']:.4f} (supernet weights)"))  # fmt: skip
+        best, argmax = result["best_sampled"], result["argmax"]
+        sampled_comment = (f"{best['name']}, best of {len(result['candidates']) - 1} samples (ours, not the paper's): "
+                           f"val acc {best['val_acc']:.4f} (supernet weights)")  # fmt: skip
+        argmax_comment = f"argmax of theta at the end of the search: val acc {argmax['val_acc']:.4f} (supernet weights)"
+        files = {"architecture_argmax.txt": (argmax["architecture"], argmax_comment)}
+        if len(result["candidates"]) > 1:
+            files["architecture_sampled.txt"] = (best["architecture"], sampled_comment)
+        exported = "best_sampled" if self.hparams.export == "best_of_samples" else "argmax"
+        files["architecture.txt"] = (result[exported]["architecture"],
+                                     f"exported ({self.hparams.export}): " + (sampled_comment if exported ==
+                                                                              "best_sampled" else argmax_comment))  # fmt: skip
+        for name, (arch, comment) in files.items():
+            write_architecture(self.run_dir / name, self.space, arch, self._architecture_comment(arch, comment))
         (self.run_dir / "cost_table.json").write_text(json.dumps(self.cost_table.to_json(), indent=1))
-        summary = {"loss": self.hparams.loss, "goal": self.hparams.goal, "coefficients": self.coefficients, **result,
+        summary = {"loss": self.hparams.loss, "goal": self.hparams.goal, "coefficients": self.coefficients,
+                   "latency_term": self.hparams.latency_term, "weight_loss": self.hparams.weight_loss,
+                   "layout": self.hparams.layout, "export": self.hparams.export, "exported": exported, **result,
                    "probabilities": self.probabilities().tolist()}  # fmt: skip
         (self.run_dir / "export.json").write_text(json.dumps(summary, indent=1))
 

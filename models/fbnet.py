@@ -1,27 +1,32 @@
 """FBNet on CIFAR-10 (Ozawa et al., Table 1): the search space, the supernet and the child network.
 
-Network: 3×3 conv 16 (stride 1) + BN + ReLU → 22 searchable layers (TBS), each one of the nine
-blocks of :mod:`models.fbnet_blocks` → 1×1 conv 320 + BN + ReLU → global average pool → fc 10.
+Network (layout ``table1``, the default): 3×3 conv 16 (stride 1) + BN + ReLU → 22 searchable layers
+(TBS), each one of the nine blocks of :mod:`models.fbnet_blocks` → 1×1 conv 320 → dropout 0.2 → flatten
+→ fc 10.
 
-Strides (the paper's Table 1 contradicts itself: its stride column and its input-shape column imply
-different resolutions, and either reading leaves 2×2 or 4×4 maps after only 5–9 layers). We use the
-CIFAR MobileNetV2 convention, so the resolution halves three times, never below 4×4:
+Table 1's Input Shape column is the resolution each stage works at after its first stride; read so, it
+agrees with the stride column:
 
-=====  ========  =======  ==========================  ============
-stage  channels  repeats  strides                     input side
-=====  ========  =======  ==========================  ============
-1      24        1        1                           32
+=====  ========  =======  ==========================  ====================
+stage  channels  repeats  strides                     resolution (input →)
+=====  ========  =======  ==========================  ====================
+1      24        1        1                           32 → 32
 2      32        4        2, 1, 1, 1                  32 → 16
 3      64        4        2, 1, 1, 1                  16 → 8
-4      96        4        1, 1, 1, 1                  8
-5      160       4        2, 1, 1, 1                  8 → 4
-6      320       4        1, 1, 1, 1                  4
-7      320       1        1                           4
-=====  ========  =======  ==========================  ============
+4      96        4        2, 1, 1, 1                  8 → 4
+5      160       4        1, 1, 1, 1                  4
+6      320       4        2, 1, 1, 1                  4 → 2
+7      320       1        1                           2
+head   1×1 conv 320 at 2²; fc on the flattened 2×2×320 map = the table's "1² × 1280"; 10 classes
+=====  ========  =======  ==========================  ====================
 
-Head width. The table writes "1×1 conv, c = 320" and then an fc input of 1280 (MobileNetV2's). We
-use c = 320: with 1280 the head alone (320·1280 + 1280·10 weights ≈ 0.42 M) would exceed the 0.19 M
-parameters the paper reports for its smallest networks (S1-L35, S2-L35).
+The head is the first author's public code's (``conv_k1`` = ``nn.Conv2d(c, 320, 1)`` with bias and no
+BatchNorm/ReLU, ``nn.Dropout(0.2)``, flatten, ``nn.Linear(1280, 10)``); no global pooling. The all-skip
+network then has 193,290 parameters (0.19 M, the paper's smallest networks S1-L35 and S2-L35).
+
+Layout ``cifar_mobilenetv2`` (a named alternative, this module's reading before): the CIFAR
+MobileNetV2 strides (1; 2; 2; 1; 2; 1; 1: the resolution halves three times, to 4×4) and a pooled head
+(1×1 conv 320 + BN + ReLU → global average pool → fc 320 → 10, no dropout).
 
 Supernet: every layer computes all nine candidates and mixes them with **per-sample** Gumbel-softmax
 weights ``(B, L, 9)`` (``F.gumbel_softmax`` on the architecture logits ``theta`` expanded over the
@@ -31,19 +36,25 @@ batch, so each image draws its own architecture). Candidates whose weight is zer
 Architecture file (:func:`write_architecture` / :func:`read_architecture`), one readable line per
 layer, ``#`` comments::
 
-    space image=32 stem=16 head=320 classes=10
+    space image=32 stem=16 head=320 classes=10 pool=0 dropout=0.2
     layer 0 k3_e6 c_in=16 c_out=24 stride=1 input=32
     layer 1 skip c_in=24 c_out=32 stride=2 input=32
     ...
+
+(``pool=1``: the pooled head; a file without ``pool``/``dropout`` predates them and is pooled without
+dropout.) Every reader checks what it reads before any model is built (:func:`validate_space`): each
+error names the file and the line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +62,18 @@ from torch import Tensor, nn
 
 from models.fbnet_blocks import CANDIDATE_NAMES, build_block, conv_bn
 
-# (channels, repeats, stride of the first layer) per stage: the table above
-CIFAR10_STAGES: tuple[tuple[int, int, int], ...] = (
+# (channels, repeats, stride of the first layer) per stage: Table 1 (the table above)
+TABLE1_STAGES: tuple[tuple[int, int, int], ...] = (
+    (24, 1, 1),
+    (32, 4, 2),
+    (64, 4, 2),
+    (96, 4, 2),
+    (160, 4, 1),
+    (320, 4, 2),
+    (320, 1, 1),
+)
+# the named alternative: CIFAR MobileNetV2 strides (never below 4×4), used with the pooled head
+CIFAR_MOBILENETV2_STAGES: tuple[tuple[int, int, int], ...] = (
     (24, 1, 1),
     (32, 4, 2),
     (64, 4, 2),
@@ -61,6 +82,19 @@ CIFAR10_STAGES: tuple[tuple[int, int, int], ...] = (
     (320, 4, 1),
     (320, 1, 1),
 )
+Layout = Literal["table1", "cifar_mobilenetv2"]
+# layout → (stages, pooled head, dropout before the fc)
+LAYOUTS: dict[str, tuple[tuple[tuple[int, int, int], ...], bool, float]] = {
+    "table1": (TABLE1_STAGES, False, 0.2),
+    "cifar_mobilenetv2": (CIFAR_MOBILENETV2_STAGES, True, 0.0),
+}
+CIFAR10_STAGES = TABLE1_STAGES
+# sizes beyond these are refused before anything is built (a typo like head=2000000000 would try to
+# allocate tens of GB)
+MAX_CHANNELS = 8192
+MAX_IMAGE_SIZE = 4096
+MAX_CLASSES = 100_000
+MAX_PARAMETERS = 500_000_000
 
 
 @dataclass(frozen=True)
@@ -72,25 +106,93 @@ class LayerSpec:
     stride: int
     input_size: int
 
+    @property
+    def output_size(self) -> int:
+        return (self.input_size + self.stride - 1) // self.stride
+
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The fixed stem/head and the searchable layers of a network."""
+    """The fixed stem/head and the searchable layers of a network.
+
+    ``head_pool``: global average pooling before the fc (layout ``cifar_mobilenetv2``) or the map
+    flattened into it (``table1``); ``dropout``: dropout probability before the fc.
+    """
 
     image_size: int
     stem_channels: int
     head_channels: int
     num_classes: int
     layers: tuple[LayerSpec, ...]
+    head_pool: bool = False
+    dropout: float = 0.2
 
     @property
     def num_layers(self) -> int:
         return len(self.layers)
 
+    @property
+    def head_input_size(self) -> int:
+        """Side of the map the head sees (the last layer's output)."""
+        return self.layers[-1].output_size
+
+    @property
+    def fc_inputs(self) -> int:
+        """Inputs of the fc: ``head`` (pooled) or ``head · side²`` (flattened; Table 1: 320·2·2 = 1280)."""
+        return self.head_channels * (1 if self.head_pool else self.head_input_size**2)
+
     def signature(self) -> str:
         """Short hash of the shapes (cost tables are keyed by it)."""
         text = json.dumps([asdict(self), list(CANDIDATE_NAMES)], sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _estimated_parameters(space: SearchSpace) -> int:
+    """An upper bound of the child's parameters (the k5_e6 block in every layer), for the size check."""
+    total = (
+        27 * space.stem_channels
+        + space.head_channels * (space.layers[-1].c_out + 1)
+        + space.fc_inputs * (space.num_classes + 1)
+    )
+    for s in space.layers:
+        mid = 6 * s.c_in
+        total += s.c_in * mid + 25 * mid + mid * s.c_out
+    return total
+
+
+def validate_space(space: SearchSpace, where: str = "search space") -> None:
+    """Refuse a space that cannot be built or would not run, before any model exists: positive sizes
+    within bounds, strides 1|2, even channel counts (group-2 blocks), each layer's input = the previous
+    layer's output (channels and side), the first layer fed by the stem at the image size, and an
+    estimated size under :data:`MAX_PARAMETERS`. ``where`` (e.g. ``file:line``) prefixes every error."""
+    checks = [("image", space.image_size, MAX_IMAGE_SIZE), ("stem", space.stem_channels, MAX_CHANNELS),
+              ("head", space.head_channels, MAX_CHANNELS), ("classes", space.num_classes, MAX_CLASSES)]  # fmt: skip
+    for name, value, limit in checks:
+        if not 1 <= value <= limit:
+            raise ValueError(f"{where}: {name}={value} is outside [1, {limit}]")
+    if not 0.0 <= space.dropout < 1.0:
+        raise ValueError(f"{where}: dropout={space.dropout} is outside [0, 1)")
+    if not space.layers:
+        raise ValueError(f"{where}: the search space needs at least one searchable layer")
+    c_prev, side_prev = space.stem_channels, space.image_size
+    for i, s in enumerate(space.layers):
+        for name, value in (("c_in", s.c_in), ("c_out", s.c_out)):
+            if not 2 <= value <= MAX_CHANNELS or value % 2:
+                raise ValueError(f"{where}: layer {i} {name}={value} must be even and in [2, {MAX_CHANNELS}] "
+                                 "(the group-2 blocks split the channels in two)")  # fmt: skip
+        if s.stride not in (1, 2):
+            raise ValueError(f"{where}: layer {i} stride={s.stride} must be 1 or 2")
+        if s.c_in != c_prev:
+            feeder = "the stem" if i == 0 else f"layer {i - 1}"
+            raise ValueError(f"{where}: layer {i} c_in={s.c_in} but {feeder} gives {c_prev} channels")
+        if s.input_size != side_prev:
+            feeder = "the image" if i == 0 else f"layer {i - 1}"
+            raise ValueError(f"{where}: layer {i} input={s.input_size} but {feeder} gives {side_prev}×{side_prev}")
+        c_prev, side_prev = s.c_out, s.output_size
+    estimate = _estimated_parameters(space)
+    if estimate > MAX_PARAMETERS:
+        raise ValueError(f"{where}: the network would have up to {estimate:,} parameters (> {MAX_PARAMETERS:,}); "
+                         "check the channel counts and sizes")  # fmt: skip
 
 
 def scale_channels(channels: int, width: float) -> int:
@@ -105,12 +207,17 @@ def cifar10_space(
     num_classes: int = 10,
     stem_channels: int = 16,
     head_channels: int = 320,
+    layout: Layout = "table1",
 ) -> SearchSpace:
-    """The search space of the module docstring; ``stages`` (``[channels, repeats, first stride]`` per
-    stage) and ``width`` (channel multiplier, also of stem and head) shrink it for tests and demos."""
+    """The search space of the module docstring (``layout``: ``table1`` or ``cifar_mobilenetv2``);
+    ``stages`` (``[channels, repeats, first stride]`` per stage; ``None``: the layout's) and ``width``
+    (channel multiplier, also of stem and head) shrink it for tests and demos."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
     if width <= 0:
         raise ValueError(f"width must be > 0, got {width}")
-    stages = CIFAR10_STAGES if stages is None else stages
+    layout_stages, head_pool, dropout = LAYOUTS[layout]
+    stages = layout_stages if stages is None else stages
     for stage in stages:
         if len(stage) != 3 or stage[0] < 1 or stage[1] < 1 or stage[2] not in (1, 2):
             raise ValueError(f"each stage is [channels >= 1, repeats >= 1, stride 1|2], got {list(stage)}")
@@ -118,18 +225,45 @@ def cifar10_space(
     for channels, repeats, stride in stages:
         c_out = scale_channels(channels, width)
         for i in range(repeats):
-            s = stride if i == 0 else 1
-            layers.append(LayerSpec(c_in, c_out, s, size))
-            c_in, size = c_out, (size + s - 1) // s
+            spec = LayerSpec(c_in, c_out, stride if i == 0 else 1, size)
+            layers.append(spec)
+            c_in, size = c_out, spec.output_size
     if not layers:
         raise ValueError("the search space needs at least one searchable layer")
-    return SearchSpace(
+    space = SearchSpace(
         image_size,
         scale_channels(stem_channels, width),
         scale_channels(head_channels, width),
         num_classes,
         tuple(layers),
+        head_pool,
+        dropout,
     )
+    validate_space(space)
+    return space
+
+
+def build_stem(space: SearchSpace) -> nn.Sequential:
+    """3×3 conv (stride 1) + BN + ReLU."""
+    return conv_bn(3, space.stem_channels, 3)
+
+
+def build_head(space: SearchSpace) -> nn.Sequential:
+    """Everything after the last searchable layer, ending in the logits.
+
+    Flattened (Table 1, the first author's code): ``Conv2d(c, head, 1)`` (bias, no BN/ReLU) → Dropout →
+    Flatten → ``Linear(head · side², classes)``. Pooled (``cifar_mobilenetv2``): 1×1 conv + BN + ReLU →
+    global average pool → Flatten → (Dropout) → ``Linear(head, classes)``.
+    """
+    c_last = space.layers[-1].c_out
+    if space.head_pool:
+        parts: list[nn.Module] = [conv_bn(c_last, space.head_channels, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        if space.dropout > 0:
+            parts.append(nn.Dropout(space.dropout))
+    else:
+        parts = [nn.Conv2d(c_last, space.head_channels, 1), nn.Dropout(space.dropout), nn.Flatten()]
+    parts.append(nn.Linear(space.fc_inputs, space.num_classes))
+    return nn.Sequential(*parts)
 
 
 class _Trunk(nn.Module):
@@ -137,13 +271,13 @@ class _Trunk(nn.Module):
 
     def __init__(self, space: SearchSpace) -> None:
         super().__init__()
+        validate_space(space)
         self.space = space
-        self.stem = conv_bn(3, space.stem_channels, 3)
-        self.head = conv_bn(space.layers[-1].c_out, space.head_channels, 1)
-        self.classifier = nn.Linear(space.head_channels, space.num_classes)
+        self.stem = build_stem(space)
+        self.head = build_head(space)
 
     def classify(self, features: Tensor) -> Tensor:
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.head(features), 1), 1))
+        return self.head(features)
 
 
 class MixedLayer(nn.Module):
@@ -251,7 +385,7 @@ def write_architecture(path: str | Path, space: SearchSpace, architecture: Seque
     lines += [f"# {line}" for line in comment.splitlines()]
     lines.append(
         f"space image={space.image_size} stem={space.stem_channels} head={space.head_channels} "
-        f"classes={space.num_classes}"
+        f"classes={space.num_classes} pool={int(space.head_pool)} dropout={space.dropout:g}"
     )
     for i, (name, s) in enumerate(zip(architecture, space.layers, strict=True)):
         lines.append(
@@ -261,40 +395,104 @@ def write_architecture(path: str | Path, space: SearchSpace, architecture: Seque
     return path
 
 
-def _key_values(fields: list[str], where: str) -> dict[str, int]:
+SPACE_KEYS = ("image", "stem", "head", "classes")
+LAYER_KEYS = ("c_in", "c_out", "stride", "input")
+
+
+def _key_values(
+    fields: list[str], required: Sequence[str], where: str, floats: Sequence[str] = (), optional: Sequence[str] = ()
+) -> dict:
+    """``key=value`` fields: integers (``floats`` keys: numbers); every ``required`` key present, no other
+    than ``required`` and ``optional``."""
+    out: dict[str, float | int] = {}
+    for field in fields:
+        key, eq, value = field.partition("=")
+        if not eq or not key:
+            raise ValueError(f"{where}: expected key=value, got {field!r}")
+        if key in out:
+            raise ValueError(f"{where}: key {key!r} given twice")
+        try:
+            out[key] = float(value) if key in floats else int(value)
+        except ValueError:
+            kind = "a number" if key in floats else "an integer"
+            raise ValueError(f"{where}: {key}={value!r} is not {kind}") from None
+    missing = [k for k in required if k not in out]
+    if missing:
+        raise ValueError(f"{where}: missing key(s) {', '.join(missing)} (a line needs {' '.join(required)})")
+    unknown = [k for k in out if k not in required and k not in optional]
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    return out
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; a binary or undecodable file is an error naming the file and line."""
+    data = path.read_bytes()
+    bad = data.find(b"\0")
     try:
-        return {key: int(value) for key, value in (f.split("=", 1) for f in fields)}
-    except ValueError as err:
-        raise ValueError(f"{where}: expected key=integer fields, got {' '.join(fields)!r}") from err
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        bad = err.start if bad < 0 else min(bad, err.start)
+    else:
+        if bad < 0:
+            return text
+    line = data.count(b"\n", 0, bad) + 1
+    raise ValueError(f"{path}:{line}: not an architecture file (binary or non-UTF-8 content at byte {bad})")
 
 
 def read_architecture(path: str | Path) -> tuple[SearchSpace, list[str]]:
-    """The search space and block names of an architecture file."""
+    """The search space and block names of an architecture file, validated (:func:`validate_space`)
+    before anything is built; every error names the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"architecture file {path} not found (FBNetSearch writes <run>/architecture.txt)")
-    space_fields: dict[str, int] | None = None
+    space_fields: dict | None = None
+    space_line = 0
     layers: list[LayerSpec] = []
     names: list[str] = []
-    for number, raw in enumerate(path.read_text().splitlines(), 1):
+    lines: list[int] = []
+    for number, raw in enumerate(_read_text(path).splitlines(), 1):
         line = raw.split("#", 1)[0].split()
         where = f"{path}:{number}"
         if not line:
             continue
         if line[0] == "space":
-            space_fields = _key_values(line[1:], where)
+            if space_fields is not None:
+                raise ValueError(f"{where}: a second 'space' line (the first is line {space_line})")
+            space_fields = _key_values(line[1:], SPACE_KEYS, where, ("dropout",), ("pool", "dropout"))
+            space_line = number
         elif line[0] == "layer" and len(line) >= 3:
-            if int(line[1]) != len(layers):
+            try:
+                index = int(line[1])
+            except ValueError:
+                raise ValueError(f"{where}: layer index {line[1]!r} is not an integer") from None
+            if index != len(layers):
                 raise ValueError(f"{where}: layer {line[1]} out of order (expected {len(layers)})")
-            kv = _key_values(line[3:], where)
+            if line[2] not in CANDIDATE_NAMES:
+                raise ValueError(f"{where}: unknown block {line[2]!r}; choose from {', '.join(CANDIDATE_NAMES)}")
+            kv = _key_values(line[3:], LAYER_KEYS, where)
             layers.append(LayerSpec(kv["c_in"], kv["c_out"], kv["stride"], kv["input"]))
             names.append(line[2])
+            lines.append(number)
         else:
-            raise ValueError(f"{where}: expected 'space ...' or 'layer N BLOCK ...', got {raw!r}")
+            raise ValueError(f"{where}: expected 'space ...' or 'layer N BLOCK ...', got {raw.strip()!r}")
     if space_fields is None or not layers:
         raise ValueError(f"{path}: needs a 'space' line and at least one 'layer' line")
-    architecture_indices(names)
+    pool = space_fields.get(
+        "pool", 1 if "dropout" not in space_fields else 0
+    )  # no pool/dropout: the older, pooled format
+    if pool not in (0, 1):
+        raise ValueError(f"{path}:{space_line}: pool={pool} must be 0 or 1")
     space = SearchSpace(
-        space_fields["image"], space_fields["stem"], space_fields["head"], space_fields["classes"], tuple(layers)
-    )
+        space_fields["image"], space_fields["stem"], space_fields["head"], space_fields["classes"], tuple(layers),
+        bool(pool), float(space_fields.get("dropout", 0.0)),
+    )  # fmt: skip
+    try:
+        validate_space(space, f"{path}:{space_line}")
+    except ValueError as err:
+        # point at the layer line when the problem is a layer's
+        message = str(err)
+        if (m := re.search(r": layer (\d+) ", message)) is not None:
+            message = message.replace(f"{path}:{space_line}", f"{path}:{lines[int(m[1])]}", 1)
+        raise ValueError(message) from None
     return space, names

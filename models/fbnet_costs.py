@@ -31,7 +31,7 @@ Energy (``energy_mj``, millijoules per image), from one of:
   traffic (640 pJ per 32-bit word). It is a stand-in, stated as such in ``energy_source``; it is never
   silently zero (a skip that is an identity costs 0, the fixed stem/head never do).
 
-The fixed parts (stem, head, pool, classifier) are measured the same way and added to every
+The fixed parts (stem, head: 1×1 conv, dropout, flatten or pool, classifier) are measured the same way and added to every
 architecture's total, so a total is never zero and its log is defined.
 """
 
@@ -43,13 +43,13 @@ import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from models.fbnet import SearchSpace, architecture_indices
-from models.fbnet_blocks import CANDIDATE_NAMES, SKIP, build_block, conv_bn
+from models.fbnet import SearchSpace, architecture_indices, build_head, build_stem
+from models.fbnet_blocks import CANDIDATE_NAMES, SKIP, build_block
 from models.latency import measure_side_by_side
 from models.mac_count import macs_by_module
 
@@ -114,19 +114,13 @@ class CostTable:
 
 
 def _stem_and_head(space: SearchSpace) -> tuple[nn.Module, nn.Module]:
-    head = nn.Sequential(
-        conv_bn(space.layers[-1].c_out, space.head_channels, 1),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(space.head_channels, space.num_classes),
-    )
-    return conv_bn(3, space.stem_channels, 3), head
+    """The network's own stem and head modules (:func:`models.fbnet.build_head`: flattened or pooled)."""
+    return build_stem(space), build_head(space)
 
 
 def _head_input(space: SearchSpace) -> Tensor:
-    last = space.layers[-1]
-    side = (last.input_size + last.stride - 1) // last.stride
-    return torch.randn(1, last.c_out, side, side)
+    side = space.head_input_size
+    return torch.randn(1, space.layers[-1].c_out, side, side)
 
 
 def host_key() -> str:
@@ -171,6 +165,34 @@ def measure_latency_ms(
     finally:
         torch.set_num_threads(previous)
     return table, stem_ms + head_ms
+
+
+def read_latency_file(path: str | Path, space: SearchSpace) -> tuple[Tensor, float, str]:
+    """(table ms, fixed ms, source) from a latency table file (the cache's JSON format, e.g. a table
+    shipped with a config), checked against ``space`` before use: the space's shape signature, the
+    candidate names, an ``(L, 9)`` table of finite non-negative numbers. Errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"latency table {path} not found (set latency_file: null to measure on this host)")
+    try:
+        data = json.loads(path.read_text())
+        table = torch.tensor(data["latency_ms"], dtype=torch.float64)
+        fixed = float(data["fixed_latency_ms"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a latency table ({type(err).__name__}: {err})") from None
+    if data.get("space") != space.signature():
+        raise ValueError(f"{path}: measured for search space {data.get('space')}, this run's is {space.signature()} "
+                         "(other shapes: measure with latency_file: null)")  # fmt: skip
+    if data.get("candidates") != list(CANDIDATE_NAMES) or table.shape != (space.num_layers, len(CANDIDATE_NAMES)):
+        raise ValueError(f"{path}: needs the candidates {list(CANDIDATE_NAMES)} and a ({space.num_layers}, 9) table")
+    if not torch.isfinite(table).all() or (table < 0).any() or not fixed >= 0:
+        raise ValueError(f"{path}: latencies must be finite and >= 0")
+    host = data.get("host", "?")
+    return (
+        table,
+        fixed,
+        f"file {path} (measured on {host}, torch {data.get('torch', '?')}, {data.get('threads')} thread(s))",
+    )
 
 
 def load_or_measure_latency(
@@ -323,8 +345,11 @@ class CostSettings:
     progress: bool = True
 
 
-def build_cost_table(space: SearchSpace, settings: CostSettings | None = None) -> CostTable:
-    """Latency measured (or read from the cache) and energy from the energy file or the proxy.
+def build_cost_table(
+    space: SearchSpace, settings: CostSettings | None = None, latency_file: str | None = None
+) -> CostTable:
+    """Latency measured (or read from the cache, or from ``latency_file``: :func:`read_latency_file`) and
+    energy from the energy file or the proxy.
 
     With an energy file, the fixed parts' energy is ``fixed_energy_mj`` when given, else the proxy's
     (a file covers the searchable layers only).
@@ -333,9 +358,12 @@ def build_cost_table(space: SearchSpace, settings: CostSettings | None = None) -
     # the random examples and block initialisations must not move the run's global RNG: whether the
     # latency was cached or measured would otherwise change the training that follows
     with torch.random.fork_rng(devices=[]):
-        latency, fixed_latency, latency_source = load_or_measure_latency(
-            space, s.cache_dir, s.threads, s.warmup, s.repeats, s.progress
-        )
+        if latency_file:
+            latency, fixed_latency, latency_source = read_latency_file(latency_file, space)
+        else:
+            latency, fixed_latency, latency_source = load_or_measure_latency(
+                space, s.cache_dir, s.threads, s.warmup, s.repeats, s.progress
+            )
         proxy_table, proxy_fixed = proxy_energy_table(space, s.pj_per_mac, s.pj_per_byte)
     if s.energy_file:
         energy = read_energy_table(s.energy_file, space.num_layers, s.energy_format, s.energy_file_scale)
@@ -347,11 +375,34 @@ def build_cost_table(space: SearchSpace, settings: CostSettings | None = None) -
     return CostTable(latency, energy, fixed_latency, fixed_energy, source, latency_source)
 
 
+def costs_from(costs: CostSettings | dict | None) -> CostSettings:
+    """``CostSettings`` from itself, its dict (as stored in a checkpoint's hyper-parameters) or ``None``."""
+    if isinstance(costs, CostSettings):
+        return costs
+    return CostSettings(**(dict(costs) if costs else {}))
+
+
+def cost_table_on_rank_zero(
+    space: SearchSpace, settings: CostSettings, trainer: Any = None, latency_file: str | None = None
+) -> CostTable:
+    """Build the table on global rank 0 and broadcast it (one measurement per run). ``trainer`` is any
+    object with ``is_global_zero``, ``world_size`` and ``strategy.broadcast`` (a Lightning Trainer), or
+    ``None`` (one process)."""
+    data = None
+    if trainer is None or trainer.is_global_zero:
+        data = build_cost_table(space, settings, latency_file).to_json()
+    if trainer is not None and trainer.world_size > 1:
+        data = trainer.strategy.broadcast(data, src=0)
+    return CostTable.from_json(data)
+
+
 __all__ = [
     "CostSettings",
     "CostTable",
     "SKIP",
     "build_cost_table",
+    "cost_table_on_rank_zero",
+    "costs_from",
     "read_energy_table",
     "proxy_energy_table",
     "measure_latency_ms",

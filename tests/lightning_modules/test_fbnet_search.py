@@ -11,12 +11,12 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from benchmarks.fbnet_report import collect, paper_label, write_report
+from benchmarks.fbnet_report import paper_label
 from cli.lightning_cli import SplitCVCLI
 from datamodules.cifar10 import CIFAR10
 from datamodules.fixtures import write_cifar10
 from lightning_modules.fbnet_search import FBNetSearch, gumbel_temperature
-from models.fbnet import FBNetChildNet, one_hot, read_architecture
+from models.fbnet import argmax_architecture, one_hot, read_architecture
 from models.fbnet_costs import CostSettings, build_cost_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,7 +60,7 @@ class GradientRecorder(Callback):
 
 
 def test_each_split_trains_only_its_own_parameters(tmp_path, cifar_root, costs):
-    module = search(costs, warmup_epochs=0)
+    module = search(costs, warmup_epochs=0, loss="fbnet")  # a loss whose weight gradient is never zero
     recorder = GradientRecorder()
     trainer = L.Trainer(
         accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -97,10 +97,52 @@ def test_table_latency_of_a_one_hot_architecture_is_the_sum_the_loss_uses(costs)
     by_hand = table.fixed_latency_ms + sum(float(table.latency_ms[i, j]) for i, j in enumerate(idx))
     assert lat.item() == pytest.approx(by_hand, rel=1e-5)
     assert (lat.item(), energy.item()) == pytest.approx(table.architecture_cost(arch), rel=1e-5)
-    # and the loss sees exactly that latency (ccel1 at a reached goal: 1 · (sqrt(log lat_us) + sqrt(log e_uJ)))
+    # and the loss sees exactly that latency (ccel1 at a reached goal: 1 · (log(lat_us^β) + log(e_uJ^β)), β 0.5)
     parts = module.architecture_loss(torch.tensor([0.1]), 1.0, lat.view(1), energy.view(1))
+    expected = math.log((by_hand * 1e3) ** 0.5) + math.log((energy.item() * 1e3) ** 0.5)
+    assert parts["loss"].item() == pytest.approx(expected, rel=1e-5)
+    literal = search(costs, latency_term="power_of_log")
+    literal.set_cost_table(table)
+    parts = literal.architecture_loss(torch.tensor([0.1]), 1.0, lat.view(1), energy.view(1))
     expected = math.sqrt(math.log(by_hand * 1e3)) + math.sqrt(math.log(energy.item() * 1e3))
     assert parts["loss"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def _weight_gradients(module: FBNetSearch, images: torch.Tensor, correct: int) -> list[torch.Tensor | None]:
+    """Gradients of the weights after one weight step on ``images`` whose labels are the supernet's own
+    predictions for the first ``correct`` images and wrong for the rest (same Gumbel draw and dropout:
+    the RNG is rewound), so the batch accuracy is exactly ``correct / len(images)``."""
+    module.train()
+    module.supernet.zero_grad(set_to_none=True)
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        weights = module.supernet.sample_weights(len(images), module.temperature(), module.supernet.theta.detach())
+        predictions = module.supernet(images, weights).argmax(1)
+    torch.set_rng_state(state)
+    labels = predictions.clone()
+    labels[correct:] = (labels[correct:] + 1) % 10
+    module.manual_backward = lambda loss: loss.backward()  # no Trainer here
+    module.weight_step(images, labels)
+    return [p.grad for p in module.supernet.weight_parameters()]
+
+
+@pytest.mark.parametrize(("loss", "goal", "threshold"), [("ccel1", 0.6, 0.5), ("ccel2", 0.5, 0.5)])
+def test_ccel_switches_the_weight_gradient_off_once_the_batch_reaches_the_goal(costs, loss, goal, threshold):
+    # Algorithm 1: zero once acc >= goal − 0.1 (0.5 here); Algorithm 2: once acc >= goal. 20 images:
+    # 10 correct is exactly the threshold, 9 is below it
+    torch.manual_seed(0)
+    module = search(costs, loss=loss, goal=goal)
+    module.set_cost_table(build_cost_table(module.space, costs))
+    images = torch.rand(20, 3, 32, 32)
+    at = _weight_gradients(module, images, correct=int(threshold * 20))
+    assert at and all(g is not None and not g.any() for g in at)  # present, and exactly zero
+    below = _weight_gradients(module, images, correct=int(threshold * 20) - 1)
+    assert any(g is not None and g.any() for g in below)
+    assert module.supernet.theta.grad is None  # theta is detached in the weight step
+    # with weight_loss: ce the weights learn from the plain CE whatever the accuracy
+    plain = search(costs, loss=loss, goal=goal, weight_loss="ce")
+    plain.set_cost_table(build_cost_table(plain.space, costs))
+    assert any(g is not None and g.any() for g in _weight_gradients(plain, images, correct=20))
 
 
 def test_units_too_large_for_the_log_losses_are_refused(costs):
@@ -152,18 +194,24 @@ def test_fit_writes_the_run_outputs_and_resumes_exactly(tmp_path, cifar_root, co
     run, full = cli_fit(tmp_path, "full", cifar_root, costs, "--trainer.max_epochs", "2")
     assert (run / "plots" / "probabilities_epoch_001.png").stat().st_size > 0
     assert (run / "cost_table.json").is_file() and (run / "export.json").is_file()
-    for name in ("architecture.txt", "architecture_sampled.txt", "architectures/epoch_001.txt"):
+    for name in (
+        "architecture.txt",
+        "architecture_argmax.txt",
+        "architecture_sampled.txt",
+        "architectures/epoch_001.txt",
+    ):
         space, arch = read_architecture(run / name)
         assert space.num_layers == 2 and len(arch) == 2
-    # the report gathers the finished search (no child test yet: accuracy blank, params from the file)
-    (row,) = collect(tmp_path)
-    best = json.loads((run / "export.json").read_text())["best_sampled"]
-    assert row["architecture"] == best["architecture"] and row["acc_pct"] is None
-    assert row["table_s_10k"] == pytest.approx(best["latency_ms"] * 10)  # ms per image → s per 10,000 images
-    space, arch = read_architecture(run / "architecture_sampled.txt")
-    assert row["params_m"] * 1e6 == sum(p.numel() for p in FBNetChildNet(space, arch).parameters())
-    paths = write_report([row], tmp_path / "report")
-    assert paths["figure_other"].stat().st_size > 0 and "fb_net_search" in paths["md"].read_text()
+    # the export is the argmax of the final theta (export: argmax); the sample is only beside it
+    summary = json.loads((run / "export.json").read_text())
+    theta = full["state_dict"]["supernet.theta"]
+    assert summary["exported"] == "argmax"
+    assert (
+        read_architecture(run / "architecture.txt")[1]
+        == argmax_architecture(theta)
+        == summary["argmax"]["architecture"]
+    )
+    assert read_architecture(run / "architecture_sampled.txt")[1] == summary["best_sampled"]["architecture"]
     part_run, first = cli_fit(tmp_path, "part", cifar_root, costs, "--trainer.max_epochs", "1")
     assert first["global_step"] == 1
     _, resumed = cli_fit(tmp_path, "part", cifar_root, costs, "--trainer.max_epochs", "2", "--ckpt_path", "last")
@@ -171,7 +219,6 @@ def test_fit_writes_the_run_outputs_and_resumes_exactly(tmp_path, cifar_root, co
     assert resumed["global_step"] == full["global_step"] == 3
     for key, value in full["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
-    theta = full["state_dict"]["supernet.theta"]
     assert not torch.equal(theta, first["state_dict"]["supernet.theta"])  # epoch 2 trained theta; the check can fail
     # a loaded checkpoint evaluates with its own cost table, never a re-measured one (here: one that differs
     # from anything the host would measure, and no latency cache to read)
