@@ -21,6 +21,7 @@ else, so it matches the float simulation ``layer(x)`` to float rounding.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Literal
 
@@ -44,6 +45,20 @@ WORD = 64
 
 def default_backend() -> Backend:
     return "numba" if numba is not None else "torch"
+
+
+@contextlib.contextmanager
+def kernel_threads(threads: int):
+    """Run the compiled kernel with ``threads`` threads (numba's thread count, restored afterwards)."""
+    if numba is None:
+        yield
+        return
+    saved = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(saved)
 
 
 # ------------------------------------------------------------------------------------------- packing
