@@ -68,17 +68,23 @@ def bitserial_network(decomposed_model: nn.Module, backend: str | None = None) -
 
 
 @contextlib.contextmanager
-def cpu_threads(threads: int):
-    """Run torch (and the compiled kernel, when it is threaded) with ``threads`` CPU threads, restored after."""
+def cpu_threads(threads: int, backend: str | None = None):
+    """Run torch (and the bit-serial ``backend``, when it is threaded) with ``threads`` CPU threads, restored
+    after."""
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         from models import bitserial
 
-        with bitserial.kernel_threads(threads):
+        with bitserial.kernel_threads(threads, backend):
             yield
     finally:
         torch.set_num_threads(saved)
+
+
+def serial_net_backend(network: nn.Module) -> str | None:
+    """The backend of the first bit-serial layer of ``network`` (all share one)."""
+    return next((m.kernel.backend for m in network.modules() if isinstance(m, BitSerialModule)), None)
 
 
 def _ms(fn, x: Tensor) -> float:
@@ -125,7 +131,7 @@ def network_ms_per_image(
     serial_net = bitserial_network(decomposed_model, backend)
     example = example.detach().cpu()
     float_times, serial_times = [], []
-    with torch.no_grad(), cpu_threads(threads):
+    with torch.no_grad(), cpu_threads(threads, serial_net_backend(serial_net)):
         for r in range(warmup + repeats):
             t_float, t_serial = _ms(float_net, example), _ms(serial_net, example)
             if r >= warmup:

@@ -91,9 +91,11 @@ def default_isa() -> str | None:
 
 
 @contextlib.contextmanager
-def kernel_threads(threads: int):
-    """Run the compiled kernel with ``threads`` threads (numba's thread count, restored afterwards)."""
-    if numba is None:
+def kernel_threads(threads: int, backend: Backend | None = None):
+    """Run the ``numba`` backend with ``threads`` threads (restored afterwards); a no-op for the others (the
+    native kernel is one-threaded). numba's thread pool is left untouched unless numba runs: starting it
+    (its OpenMP layer) slows torch's own one-thread float layers several-fold on a shared CPU (measured)."""
+    if (backend or default_backend()) != "numba" or numba is None:
         yield
         return
     saved = numba.get_num_threads()
@@ -214,7 +216,7 @@ def integer_products(
     if backend == "native":
         n, k, words = weights.shape
         positions, bits, _ = planes.shape
-        rows = _native_rows(weights.reshape(n * k, words))
+        rows = _native_rows(weights.reshape(n * k, words), blocked=True)
         padded = _round_up(positions, 16)
         x = np.zeros((bits, words, padded), dtype=np.uint64)
         x[:, :, :positions] = planes.transpose(1, 2, 0)
@@ -240,10 +242,13 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _native_rows(rows: np.ndarray) -> np.ndarray:
-    """Packed rows (R, W) as the C kernel takes them: contiguous, R padded with zero rows to a multiple of 8."""
+def _native_rows(rows: np.ndarray, blocked: bool) -> np.ndarray:
+    """Packed rows (R, W) as the C kernel takes them: R padded with zero rows to a multiple of 8; for a
+    convolution (``blocked``) laid out (R/8, W, 8), the eight rows' words of one index in one cache line."""
     out = np.zeros((_round_up(rows.shape[0], 8), rows.shape[1]), dtype=np.uint64)
     out[: rows.shape[0]] = rows
+    if blocked:
+        out = np.ascontiguousarray(out.reshape(-1, 8, rows.shape[1]).transpose(0, 2, 1)).reshape(-1, rows.shape[1])
     return out
 
 
@@ -323,11 +328,12 @@ class BitSerialLayer:
     def _prepare_native(self) -> None:
         layer = self.layer
         bases = layer.bases > 0
-        if isinstance(layer, BinaryDecomposedConv2d):  # D in (ky, kx, c) order: a tap's channels contiguous
+        conv = isinstance(layer, BinaryDecomposedConv2d)
+        if conv:  # D in (ky, kx, c) order: a tap's channels contiguous
             n, k, _ = bases.shape
             bases = bases.reshape(n, k, layer.in_channels, *layer.kernel_size).permute(0, 1, 3, 4, 2)
         n, k = self.coefficients.shape
-        self.native_rows = _native_rows(pack_bits(bases.reshape(n * k, -1).cpu().numpy()))
+        self.native_rows = _native_rows(pack_bits(bases.reshape(n * k, -1).cpu().numpy()), blocked=conv)
         self.words = self.native_rows.shape[1]
         self.native_coefficients = np.ascontiguousarray(self.coefficients)
         self.native_offset_weights = np.ascontiguousarray(self.offset_weights)
@@ -342,26 +348,33 @@ class BitSerialLayer:
         """Quantise and pack one image ``x`` (C, H, W) or vector (D,) in compiled code: the planes, Σ_d x_d per
         position, offset and scale (the first half of :meth:`__call__`, exposed for the benchmark)."""
         x = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        levels = np.empty(x.shape, dtype=np.int32)
-        conv = isinstance(self.layer, BinaryDecomposedConv2d)
-        geometry = self._native_geometry(x.shape[-2:]) if conv else None
-        channels, area = (x.shape[0], x[0].size) if conv else (1, x.size)
-        pad, low, scale = native.quantize(x.ctypes.data, channels, area, self.bits,
-                                          int(conv and any(self.layer.padding)), levels.ctypes.data)  # fmt: skip
-        # levels are written (H, W, C): a pixel's channels contiguous
-        if conv:
-            positions = geometry[-2] * geometry[-1]
-            padded = _round_up(positions, 16)
+        if isinstance(self.layer, BinaryDecomposedConv2d):
+            (ph, pw), (c, h, w) = self.layer.padding, x.shape
+            levels = np.empty((h + 2 * ph, w + 2 * pw, c), dtype=np.int32)  # padded, channels last
+            _, low, scale = native.quantize(x.ctypes.data, c, h, w, ph, pw, self.bits, levels.ctypes.data)
+            return {"low": low, "scale": scale} | self._native_pack_levels(levels)
+        levels = np.empty(x.size, dtype=np.int32)
+        _, low, scale = native.quantize(x.ctypes.data, 1, 1, x.size, 0, 0, self.bits, levels.ctypes.data)
+        return {"low": low, "scale": scale} | self._native_pack_levels(levels)
+
+    def _native_pack_levels(self, levels: np.ndarray) -> dict:
+        """Planes and Σ_d x_d of integer levels: (Hp, Wp, C) padded channels-last for a convolution, (D,) else."""
+        layer = self.layer
+        if isinstance(layer, BinaryDecomposedConv2d):
+            oh, ow = self._output_hw(levels.shape[:2])
+            positions, padded = oh * ow, _round_up(oh * ow, 16)
             planes = np.empty((self.bits, self.words, padded), dtype=np.uint64)
             xsum = np.empty(padded, dtype=np.int64)
-            native.pack_conv(ISAS[self.isa], levels.ctypes.data, pad, *x.shape, *geometry, self.bits, self.words, padded,
+            native.pack_conv(ISAS[self.isa], levels.ctypes.data, levels.shape[2], *levels.shape[:2],
+                             *layer.kernel_size, *layer.stride, *layer.dilation, oh, ow, self.bits, self.words, padded,
                              planes.ctypes.data, xsum.ctypes.data)  # fmt: skip
         else:
             positions, padded = 1, 0
             planes = np.empty((self.bits, self.words), dtype=np.uint64)
             xsum = np.empty(1, dtype=np.int64)
-            native.pack_linear(levels.ctypes.data, x.size, self.bits, self.words, planes.ctypes.data, xsum.ctypes.data)
-        return {"planes": planes, "xsum": xsum, "low": low, "scale": scale, "positions": positions, "padded": padded}
+            native.pack_linear(levels.ctypes.data, levels.size, self.bits, self.words, planes.ctypes.data,
+                               xsum.ctypes.data)  # fmt: skip
+        return {"planes": planes, "xsum": xsum, "positions": positions, "padded": padded}
 
     def native_kernel(self, packed: dict) -> np.ndarray:
         """A = Σ_q 2^q popc(m⁺ ∧ b_q) (rows, padded positions) int64 for :meth:`native_pack`'s output."""
@@ -436,26 +449,14 @@ class BitSerialLayer:
 
     def _native_integer_outputs(self, levels: Tensor) -> Tensor:
         """Z (N, k, P) of one image's levels (already padded), packed and run by the C code."""
-        layer = self.layer
-        lv = np.ascontiguousarray(levels.numpy(), dtype=np.int32)
-        if isinstance(layer, BinaryDecomposedConv2d):
-            oh, ow = self._output_hw(lv.shape[-2:])
-            shape = lv.shape
-            lv = np.ascontiguousarray(lv.transpose(1, 2, 0))  # (H, W, C): a pixel's channels contiguous
-            positions = oh * ow
-            padded = _round_up(positions, 16)
-            planes = np.empty((self.bits, self.words, padded), dtype=np.uint64)
-            xsum = np.empty(padded, dtype=np.int64)
-            native.pack_conv(ISAS[self.isa], lv.ctypes.data, 0, *shape, 0, 0, *layer.kernel_size, *layer.stride, *layer.dilation,
-                             oh, ow, self.bits, self.words, padded, planes.ctypes.data, xsum.ctypes.data)  # fmt: skip
-        else:
-            positions, padded = 1, 0
-            planes = np.empty((self.bits, self.words), dtype=np.uint64)
-            xsum = np.empty(1, dtype=np.int64)
-            native.pack_linear(lv.ctypes.data, lv.size, self.bits, self.words, planes.ctypes.data, xsum.ctypes.data)
-        acc = self.native_kernel({"planes": planes, "padded": padded})
+        lv = levels.numpy().astype(np.int32)
+        if isinstance(self.layer, BinaryDecomposedConv2d):
+            lv = lv.transpose(1, 2, 0)  # channels last
+        packed = self._native_pack_levels(np.ascontiguousarray(lv))
+        acc = self.native_kernel(packed)
         n, k = self.coefficients.shape
-        z = 2 * acc[: n * k, :positions] - xsum[None, :positions]
+        positions = packed["positions"]
+        z = 2 * acc[: n * k, :positions] - packed["xsum"][None, :positions]
         return torch.from_numpy(np.ascontiguousarray(z).reshape(n, k, positions))
 
     def combine(self, z: Tensor, offset: Tensor, scale: Tensor) -> Tensor:

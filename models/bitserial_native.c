@@ -68,35 +68,36 @@ static int isa_supported(int isa) {
 }
 
 /* ------------------------------------------------------------------------------------ quantise, pack */
-/* Levels of x exactly as models.bdcnn.quantization_levels computes them in float32: low/high over the map
- * (and the zeros of the padding when include_zero), scale = (high - low) / (2^Q - 1) (1 when 0), level =
- * round-half-even((x - low) / scale) clamped to [0, 2^Q - 1]. x is (C, HW); levels are written (HW, C)
- * (channels of a pixel contiguous, what the packing reads). Returns the level of a padded zero. */
-static float round_half_even(float v) {
-    /* for 0 <= v < 2^22: adding 1.5 * 2^23 leaves no fraction bits, so float addition rounds half to even */
-    volatile float shifted = v + 12582912.0f;
-    return shifted - 12582912.0f;
+/* Levels of x exactly as models.bdcnn.quantization_levels computes them in float32 on the zero-padded map:
+ * low/high over the map (and the padding's zeros when there is padding), scale = (high - low) / (2^Q - 1)
+ * (1 when 0), level = round-half-even((x - low) / scale) clamped to [0, 2^Q - 1]. x is (C, H, W); levels are
+ * written padded and channels last, (H + 2 ph, W + 2 pw, C), the border at the level of 0. */
+static float level_of(float v, float lo, float scale, float top) {
+    v = (v - lo) / scale;
+    v = v < 0.0f ? 0.0f : (v > top ? top : v); /* clamped before rounding: equal after it, and in range */
+    return (v + 12582912.0f) - 12582912.0f;    /* + 1.5 * 2^23 leaves no fraction bits: round half to even */
 }
 
-BS_CLONES static void quantize_map(const float *x, i64 C, i64 HW, float lo, float scale, float top, int32_t *levels) {
+BS_CLONES static void quantize_map(const float *x, i64 C, i64 H, i64 W, i64 ph, i64 pw, float lo, float scale,
+                                   float top, int32_t *levels) {
+    const i64 Wp = W + 2 * pw;
     for (i64 c = 0; c < C; ++c)
-        for (i64 i = 0; i < HW; ++i) {
-            float v = (x[c * HW + i] - lo) / scale;
-            v = v < 0.0f ? 0.0f : (v > top ? top : v); /* before rounding: equal after it, and in range */
-            v = (v + 12582912.0f) - 12582912.0f;       /* no -ffast-math: kept as written */
-            levels[i * C + c] = (int32_t)v;
+        for (i64 y = 0; y < H; ++y) {
+            const float *row = x + (c * H + y) * W;
+            int32_t *out = levels + ((y + ph) * Wp + pw) * C + c;
+            for (i64 i = 0; i < W; ++i) out[i * C] = (int32_t)level_of(row[i], lo, scale, top);
         }
 }
 
-static int32_t quantize(const float *x, i64 C, i64 HW, int bits, int include_zero, int32_t *levels, float *low_out,
-                        float *scale_out) {
-    const i64 n = C * HW;
+static int32_t quantize(const float *x, i64 C, i64 H, i64 W, i64 ph, i64 pw, int bits, int32_t *levels,
+                        float *low_out, float *scale_out) {
+    const i64 n = C * H * W, Hp = H + 2 * ph, Wp = W + 2 * pw;
     float lo = x[0], hi = x[0];
     for (i64 i = 1; i < n; ++i) {
         lo = x[i] < lo ? x[i] : lo;
         hi = x[i] > hi ? x[i] : hi;
     }
-    if (include_zero) {
+    if (ph || pw) {
         lo = lo < 0.0f ? lo : 0.0f;
         hi = hi > 0.0f ? hi : 0.0f;
     }
@@ -104,36 +105,35 @@ static int32_t quantize(const float *x, i64 C, i64 HW, int bits, int include_zer
     volatile float range = hi - lo; /* two float32 roundings, as torch: (high - low) / (2^Q - 1) */
     float scale = range / top;
     if (!(scale > 0.0f)) scale = 1.0f;
-    quantize_map(x, C, HW, lo, scale, top, levels);
-    float pad = (0.0f - lo) / scale;
-    pad = pad < 0.0f ? 0.0f : (pad > top ? top : pad);
+    const int32_t pad = (int32_t)level_of(0.0f, lo, scale, top);
+    for (i64 y = 0; y < Hp; ++y)
+        for (i64 xx = 0; xx < Wp; ++xx)
+            if (y < ph || y >= ph + H || xx < pw || xx >= pw + W)
+                for (i64 c = 0; c < C; ++c) levels[(y * Wp + xx) * C + c] = pad;
+    quantize_map(x, C, H, W, ph, pw, lo, scale, top, levels);
     *low_out = lo;
     *scale_out = scale;
-    return (int32_t)round_half_even(pad);
+    return pad;
 }
 
-/* The Q words of bit planes of up to 64 channel levels (contiguous) of one pixel. */
-static i64 pack_channels(const int32_t *lv, i64 count, int bits, u64 *words, i64 stride) {
+/* Bit q of up to 64 levels as one word (bit c of the word = bit q of levels[c]). */
+static void pack_word(const int32_t *lv, i64 count, int bits, u64 *words, i64 stride) {
     u64 word[16] = {0};
-    i64 sum = 0;
     for (i64 c = 0; c < count; ++c) {
         const u64 v = (u64)lv[c];
-        sum += (i64)v;
         for (int q = 0; q < bits; ++q) word[q] |= ((v >> q) & 1) << c;
     }
     for (int q = 0; q < bits; ++q) words[q * stride] = word[q];
-    return sum;
 }
 
 #if BS_X86
-__attribute__((target("avx512f"))) static i64 pack_channels_avx512(const int32_t *lv, i64 count, int bits, u64 *words,
-                                                                     i64 stride) {
-    __m512i v[4], total = _mm512_setzero_si512();
+__attribute__((target("avx512f"))) static void pack_word_avx512(const int32_t *lv, i64 count, int bits, u64 *words,
+                                                                  i64 stride) {
+    __m512i v[4];
     for (int i = 0; i < 4; ++i) {
         const i64 left = count - 16 * i;
         const __mmask16 m = left >= 16 ? (__mmask16)0xffff : (left > 0 ? (__mmask16)((1u << left) - 1) : 0);
         v[i] = _mm512_maskz_loadu_epi32(m, lv + 16 * i);
-        total = _mm512_add_epi32(total, v[i]);
     }
     for (int q = 0; q < bits; ++q) {
         const __m512i bit = _mm512_set1_epi32(1 << q);
@@ -141,82 +141,84 @@ __attribute__((target("avx512f"))) static i64 pack_channels_avx512(const int32_t
                             ((u64)_mm512_test_epi32_mask(v[2], bit) << 32) |
                             ((u64)_mm512_test_epi32_mask(v[3], bit) << 48);
     }
-    return (i64)_mm512_reduce_add_epi32(total);
 }
 #endif
 
-/* Bit planes of a convolution's input, im2col in (ky, kx, c) order: levels (H, W, C) unpadded, the padded
- * border valued pad_level. planes (Q, Wd, Pp) and xsum (Pp) are written whole (zeros beyond P). */
-static int pack_conv(int isa, const int32_t *levels, int32_t pad_level, i64 C, i64 H, i64 W, i64 ph, i64 pw, i64 kh,
-                     i64 kw, i64 sh, i64 sw, i64 dh, i64 dw, i64 OH, i64 OW, int bits, i64 Wd, i64 Pp, u64 *planes,
-                     i64 *xsum) {
-    const i64 Hp = H + 2 * ph, Wp = W + 2 * pw, Cw = (C + 63) / 64, pixels = Hp * Wp;
-    u64 *pix = (u64 *)calloc((size_t)(pixels * bits * Cw), sizeof(u64)); /* (pixel, q, Cw) */
-    i64 *pixsum = (i64 *)calloc((size_t)pixels, sizeof(i64));
-    if (!pix || !pixsum) {
-        free(pix);
-        free(pixsum);
+/* OR len bits of src from bit soff into dst from bit doff (src readable one word past its last bit). */
+static void copy_bits(u64 *dst, i64 doff, const u64 *src, i64 soff, i64 len) {
+    while (len > 0) {
+        const i64 n = len < 64 ? len : 64, i = soff >> 6, j = doff >> 6;
+        const int s = (int)(soff & 63), t = (int)(doff & 63);
+        u64 v = src[i] >> s;
+        if (s) v |= src[i + 1] << (64 - s);
+        if (n < 64) v &= ((u64)1 << n) - 1;
+        dst[j] |= v << t;
+        if (t && t + n > 64) dst[j + 1] |= v >> (64 - t);
+        soff += n;
+        doff += n;
+        len -= n;
+    }
+}
+
+/* Bit planes of a convolution's input, im2col in (ky, kx, c) order, from padded channels-last levels
+ * (Hp, Wp, C). Each padded row is first packed as one bit string of its Wp * C levels per plane, so that the
+ * kw taps of a kernel row (dilation 1) are one contiguous run of kw * C bits. planes (Q, Wd, Pp) and xsum
+ * (Pp, = sum of the position's levels = sum_q 2^q popcount(plane q)) are written whole (zeros beyond P). */
+static int pack_conv(int isa, const int32_t *levels, i64 C, i64 Hp, i64 Wp, i64 kh, i64 kw, i64 sh, i64 sw, i64 dh,
+                     i64 dw, i64 OH, i64 OW, int bits, i64 Wd, i64 Pp, u64 *planes, i64 *xsum) {
+    const i64 row_len = Wp * C, RW = (row_len + 63) / 64 + 1; /* + 1: copy_bits reads one word ahead */
+    u64 *rows = (u64 *)calloc((size_t)(bits * Hp * RW), sizeof(u64)); /* (Q, Hp, RW) */
+    u64 *column = (u64 *)malloc((size_t)(bits * Wd) * sizeof(u64));   /* one position's planes (Q, Wd) */
+    if (!rows || !column) {
+        free(rows);
+        free(column);
         return -1;
     }
-    /* the padded border: every channel at pad_level */
-    for (i64 y = 0; y < Hp; ++y)
-        for (i64 x = 0; x < Wp; ++x) {
-            if (y >= ph && y < ph + H && x >= pw && x < pw + W) continue;
-            u64 *dst = pix + (y * Wp + x) * bits * Cw;
-            for (int q = 0; q < bits; ++q) {
-                if (!((pad_level >> q) & 1)) continue;
-                for (i64 i = 0; i < Cw; ++i) {
-                    i64 valid = C - 64 * i;
-                    dst[q * Cw + i] = valid >= 64 ? ~(u64)0 : (((u64)1 << valid) - 1);
-                }
-            }
-            pixsum[y * Wp + x] = (i64)pad_level * C;
-        }
-    /* the map itself, 64 channels of a pixel at a time */
-    for (i64 y = 0; y < H; ++y)
-        for (i64 x = 0; x < W; ++x) {
-            const i64 pixel = (y + ph) * Wp + (x + pw);
-            const int32_t *lv = levels + (y * W + x) * C;
-            u64 *dst = pix + pixel * bits * Cw;
-            i64 sum = 0;
-            for (i64 i = 0; i < Cw; ++i) {
-                const i64 count = C - 64 * i < 64 ? C - 64 * i : 64;
+    const i64 plane_stride = Hp * RW;
+    for (i64 y = 0; y < Hp; ++y) {
+        const int32_t *lv = levels + y * row_len;
+        for (i64 i = 0; 64 * i < row_len; ++i) {
+            const i64 count = row_len - 64 * i < 64 ? row_len - 64 * i : 64;
 #if BS_X86
-                if (isa == ISA_AVX512) {
-                    sum += pack_channels_avx512(lv + 64 * i, count, bits, dst + i, Cw);
-                    continue;
-                }
-#endif
-                sum += pack_channels(lv + 64 * i, count, bits, dst + i, Cw);
+            if (isa == ISA_AVX512) {
+                pack_word_avx512(lv + 64 * i, count, bits, rows + y * RW + i, plane_stride);
+                continue;
             }
-            pixsum[pixel] = sum;
+#endif
+            pack_word(lv + 64 * i, count, bits, rows + y * RW + i, plane_stride);
         }
-    memset(planes, 0, (size_t)(bits * Wd * Pp) * sizeof(u64));
-    memset(xsum, 0, (size_t)Pp * sizeof(i64));
+    }
+    for (i64 p = OH * OW; p < Pp; ++p) { /* the padding positions: zero */
+        xsum[p] = 0;
+        for (i64 t = 0; t < bits * Wd; ++t) planes[t * Pp + p] = 0;
+    }
     for (i64 oy = 0; oy < OH; ++oy)
         for (i64 ox = 0; ox < OW; ++ox) {
             const i64 p = oy * OW + ox;
-            i64 offset = 0, sum = 0;
-            for (i64 ky = 0; ky < kh; ++ky)
-                for (i64 kx = 0; kx < kw; ++kx, offset += C) {
-                    const i64 pixel = (oy * sh + ky * dh) * Wp + (ox * sw + kx * dw);
-                    const u64 *src = pix + pixel * bits * Cw;
-                    sum += pixsum[pixel];
-                    for (int q = 0; q < bits; ++q) {
-                        u64 *dst = planes + (i64)q * Wd * Pp + p;
-                        for (i64 i = 0; i < Cw; ++i) {
-                            const u64 s = src[q * Cw + i];
-                            const i64 bit = offset + 64 * i, wi = bit >> 6;
-                            const int shift = (int)(bit & 63);
-                            dst[wi * Pp] |= s << shift;
-                            if (shift && wi + 1 < Wd) dst[(wi + 1) * Pp] |= s >> (64 - shift);
-                        }
-                    }
+            memset(column, 0, (size_t)(bits * Wd) * sizeof(u64));
+            for (int q = 0; q < bits; ++q) {
+                u64 *dst = column + (i64)q * Wd;
+                i64 offset = 0;
+                for (i64 ky = 0; ky < kh; ++ky) {
+                    const u64 *row = rows + q * plane_stride + (oy * sh + ky * dh) * RW;
+                    if (dw == 1) {
+                        copy_bits(dst, offset, row, ox * sw * C, kw * C);
+                        offset += kw * C;
+                    } else
+                        for (i64 kx = 0; kx < kw; ++kx, offset += C) copy_bits(dst, offset, row, (ox * sw + kx * dw) * C, C);
                 }
+            }
+            i64 sum = 0;
+            for (int q = 0; q < bits; ++q) {
+                i64 ones = 0;
+                for (i64 t = 0; t < Wd; ++t) ones += popcount64(column[(i64)q * Wd + t]);
+                sum += ones << q;
+            }
+            for (i64 t = 0; t < bits * Wd; ++t) planes[t * Pp + p] = column[t];
             xsum[p] = sum;
         }
-    free(pix);
-    free(pixsum);
+    free(rows);
+    free(column);
     return 0;
 }
 
@@ -233,52 +235,56 @@ static void pack_linear(const int32_t *levels, i64 D, int bits, i64 Wd, u64 *pla
 }
 
 /* ------------------------------------------------------------------------------------ kernels: conv */
-static void conv_scalar(const u64 *w, i64 R, i64 Wd, const u64 *x, int bits, i64 Pp, i64 *acc) {
+/* Weights of a convolution are blocked (R/8, Wd, 8): the 8 rows' words of one t share a cache line, so
+ * word t of row r is w[((r / 8) * Wd + t) * 8 + r % 8]. One call computes the 16 positions p0..p0+15 of
+ * every row into acc[r * stride + i]. */
+#define WBLK(w, Wd, r, t) ((w)[(((r) >> 3) * (Wd) + (t)) * 8 + ((r) & 7)])
+
+static void conv_block_scalar(const u64 *w, i64 R, i64 Wd, const u64 *x, int bits, i64 Pp, i64 p0, i64 *acc,
+                              i64 stride) {
     for (i64 r = 0; r < R; ++r)
-        for (i64 p = 0; p < Pp; ++p) {
+        for (i64 i = 0; i < 16; ++i) {
             i64 a = 0;
             for (int q = bits - 1; q >= 0; --q) {
                 i64 s = 0;
-                for (i64 t = 0; t < Wd; ++t) s += popcount64(w[r * Wd + t] & x[((i64)q * Wd + t) * Pp + p]);
+                for (i64 t = 0; t < Wd; ++t) s += popcount64(WBLK(w, Wd, r, t) & x[((i64)q * Wd + t) * Pp + p0 + i]);
                 a = 2 * a + s;
             }
-            acc[r * Pp + p] = a;
+            acc[r * stride + i] = a;
         }
 }
 
 #if BS_X86
-__attribute__((target("avx512f,avx512vpopcntdq"))) static void conv_avx512(const u64 *w, i64 R, i64 Wd,
-                                                                           const u64 *x, int bits, i64 Pp,
-                                                                           i64 *acc) {
+__attribute__((target("avx512f,avx512vpopcntdq"))) static void conv_block_avx512(const u64 *w, i64 R, i64 Wd,
+                                                                                 const u64 *x, int bits, i64 Pp,
+                                                                                 i64 p0, i64 *acc, i64 stride) {
     for (i64 r0 = 0; r0 < R; r0 += 8) {
-        const u64 *wr = w + r0 * Wd;
-        for (i64 p0 = 0; p0 < Pp; p0 += 16) {
-            __m512i a0[8], a1[8];
+        const u64 *wr = w + r0 * Wd; /* (Wd, 8) */
+        __m512i a0[8], a1[8];
 #pragma GCC unroll 8
-            for (int r = 0; r < 8; ++r) a0[r] = a1[r] = _mm512_setzero_si512();
-            for (int q = bits - 1; q >= 0; --q) {
-#pragma GCC unroll 8
-                for (int r = 0; r < 8; ++r) {
-                    a0[r] = _mm512_slli_epi64(a0[r], 1);
-                    a1[r] = _mm512_slli_epi64(a1[r], 1);
-                }
-                const u64 *xq = x + (i64)q * Wd * Pp + p0;
-                for (i64 t = 0; t < Wd; ++t) {
-                    const __m512i x0 = _mm512_loadu_si512((const void *)(xq + t * Pp));
-                    const __m512i x1 = _mm512_loadu_si512((const void *)(xq + t * Pp + 8));
-#pragma GCC unroll 8
-                    for (int r = 0; r < 8; ++r) {
-                        const __m512i wv = _mm512_set1_epi64((long long)wr[r * Wd + t]);
-                        a0[r] = _mm512_add_epi64(a0[r], _mm512_popcnt_epi64(_mm512_and_si512(wv, x0)));
-                        a1[r] = _mm512_add_epi64(a1[r], _mm512_popcnt_epi64(_mm512_and_si512(wv, x1)));
-                    }
-                }
-            }
+        for (int r = 0; r < 8; ++r) a0[r] = a1[r] = _mm512_setzero_si512();
+        for (int q = bits - 1; q >= 0; --q) {
 #pragma GCC unroll 8
             for (int r = 0; r < 8; ++r) {
-                _mm512_storeu_si512((void *)(acc + (r0 + r) * Pp + p0), a0[r]);
-                _mm512_storeu_si512((void *)(acc + (r0 + r) * Pp + p0 + 8), a1[r]);
+                a0[r] = _mm512_slli_epi64(a0[r], 1);
+                a1[r] = _mm512_slli_epi64(a1[r], 1);
             }
+            const u64 *xq = x + (i64)q * Wd * Pp + p0;
+            for (i64 t = 0; t < Wd; ++t) {
+                const __m512i x0 = _mm512_loadu_si512((const void *)(xq + t * Pp));
+                const __m512i x1 = _mm512_loadu_si512((const void *)(xq + t * Pp + 8));
+#pragma GCC unroll 8
+                for (int r = 0; r < 8; ++r) {
+                    const __m512i wv = _mm512_set1_epi64((long long)wr[t * 8 + r]);
+                    a0[r] = _mm512_add_epi64(a0[r], _mm512_popcnt_epi64(_mm512_and_si512(wv, x0)));
+                    a1[r] = _mm512_add_epi64(a1[r], _mm512_popcnt_epi64(_mm512_and_si512(wv, x1)));
+                }
+            }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; ++r) {
+            _mm512_storeu_si512((void *)(acc + (r0 + r) * stride), a0[r]);
+            _mm512_storeu_si512((void *)(acc + (r0 + r) * stride + 8), a1[r]);
         }
     }
 }
@@ -292,11 +298,10 @@ __attribute__((target("avx2"))) static inline __m256i popcount256(__m256i v) {
     return _mm256_sad_epu8(bytes, _mm256_setzero_si256());
 }
 
-__attribute__((target("avx2"))) static void conv_avx2(const u64 *w, i64 R, i64 Wd, const u64 *x, int bits, i64 Pp,
-                                                      i64 *acc) {
-    for (i64 r0 = 0; r0 < R; r0 += 4) {
-        const u64 *wr = w + r0 * Wd;
-        for (i64 p0 = 0; p0 < Pp; p0 += 8) {
+__attribute__((target("avx2"))) static void conv_block_avx2(const u64 *w, i64 R, i64 Wd, const u64 *x, int bits,
+                                                            i64 Pp, i64 p0, i64 *acc, i64 stride) {
+    for (i64 r0 = 0; r0 < R; r0 += 4)
+        for (i64 h = 0; h < 16; h += 8) {
             __m256i a0[4], a1[4];
 #pragma GCC unroll 4
             for (int r = 0; r < 4; ++r) a0[r] = a1[r] = _mm256_setzero_si256();
@@ -306,13 +311,13 @@ __attribute__((target("avx2"))) static void conv_avx2(const u64 *w, i64 R, i64 W
                     a0[r] = _mm256_slli_epi64(a0[r], 1);
                     a1[r] = _mm256_slli_epi64(a1[r], 1);
                 }
-                const u64 *xq = x + (i64)q * Wd * Pp + p0;
+                const u64 *xq = x + (i64)q * Wd * Pp + p0 + h;
                 for (i64 t = 0; t < Wd; ++t) {
                     const __m256i x0 = _mm256_loadu_si256((const __m256i *)(xq + t * Pp));
                     const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq + t * Pp + 4));
 #pragma GCC unroll 4
                     for (int r = 0; r < 4; ++r) {
-                        const __m256i wv = _mm256_set1_epi64x((long long)wr[r * Wd + t]);
+                        const __m256i wv = _mm256_set1_epi64x((long long)WBLK(w, Wd, r0 + r, t));
                         a0[r] = _mm256_add_epi64(a0[r], popcount256(_mm256_and_si256(wv, x0)));
                         a1[r] = _mm256_add_epi64(a1[r], popcount256(_mm256_and_si256(wv, x1)));
                     }
@@ -320,11 +325,10 @@ __attribute__((target("avx2"))) static void conv_avx2(const u64 *w, i64 R, i64 W
             }
 #pragma GCC unroll 4
             for (int r = 0; r < 4; ++r) {
-                _mm256_storeu_si256((__m256i *)(acc + (r0 + r) * Pp + p0), a0[r]);
-                _mm256_storeu_si256((__m256i *)(acc + (r0 + r) * Pp + p0 + 4), a1[r]);
+                _mm256_storeu_si256((__m256i *)(acc + (r0 + r) * stride + h), a0[r]);
+                _mm256_storeu_si256((__m256i *)(acc + (r0 + r) * stride + h + 4), a1[r]);
             }
         }
-    }
 }
 #endif
 
@@ -396,13 +400,19 @@ __attribute__((target("avx2"))) static void linear_avx2(const u64 *w, i64 R, i64
 }
 #endif
 
-static void run_conv(int isa, const u64 *w, i64 R, i64 Wd, const u64 *x, int bits, i64 Pp, i64 *acc) {
+static void conv_block(int isa, const u64 *w, i64 R, i64 Wd, const u64 *x, int bits, i64 Pp, i64 p0, i64 *acc,
+                       i64 stride) {
 #if BS_X86
-    if (isa == ISA_AVX512) return conv_avx512(w, R, Wd, x, bits, Pp, acc);
-    if (isa == ISA_AVX2) return conv_avx2(w, R, Wd, x, bits, Pp, acc);
+    if (isa == ISA_AVX512) return conv_block_avx512(w, R, Wd, x, bits, Pp, p0, acc, stride);
+    if (isa == ISA_AVX2) return conv_block_avx2(w, R, Wd, x, bits, Pp, p0, acc, stride);
 #endif
     (void)isa;
-    conv_scalar(w, R, Wd, x, bits, Pp, acc);
+    conv_block_scalar(w, R, Wd, x, bits, Pp, p0, acc, stride);
+}
+
+/* A (R, Pp) of every position. */
+static void run_conv(int isa, const u64 *w, i64 R, i64 Wd, const u64 *x, int bits, i64 Pp, i64 *acc) {
+    for (i64 p0 = 0; p0 < Pp; p0 += 16) conv_block(isa, w, R, Wd, x, bits, Pp, p0, acc + p0, Pp);
 }
 
 static void run_linear(int isa, const u64 *w, i64 R, i64 Wd, const u64 *x, int bits, i64 *acc) {
@@ -415,28 +425,26 @@ static void run_linear(int isa, const u64 *w, i64 R, i64 Wd, const u64 *x, int b
 }
 
 /* ------------------------------------------------------------------------------------ combine */
-/* y[n, p] = scale * sum_j c[n, j] (2 acc[n*k + j, p] - xsum[p]) + offset * offw[n] + bias[n], in double,
- * computed as 2 scale sum_j c[n, j] acc[n*k + j, p] - scale xsum[p] sum_j c[n, j] + offset offw[n] + bias[n]. */
-BS_CLONES static int combine(const i64 *acc, i64 Pp, const i64 *xsum, const double *coef, i64 k, const double *offw,
-                             const double *bias, double scale, double offset, i64 N, i64 P, float *y) {
-    double *sum = (double *)malloc((size_t)(2 * P) * sizeof(double));
-    if (!sum) return -1;
-    double *xs = sum + P;
+/* y[n * ystride + p] = scale * sum_j c[n, j] (2 acc[(n*k + j) * stride + p] - xsum[p]) + offset * offw[n] + bias[n]
+ * for p < P, in double, computed as 2 scale sum_j c[n, j] acc[..] - scale xsum[p] sum_j c[n, j] + offset offw[n]
+ * + bias[n]. scratch: 2 P doubles. */
+BS_CLONES static void combine(const i64 *acc, i64 stride, const i64 *xsum, const double *coef, i64 k,
+                              const double *offw, const double *bias, double scale, double offset, i64 N, i64 P,
+                              float *y, i64 ystride, double *scratch) {
+    double *sum = scratch, *xs = scratch + P;
     for (i64 p = 0; p < P; ++p) xs[p] = (double)xsum[p];
     for (i64 n = 0; n < N; ++n) {
         double csum = 0.0;
         for (i64 p = 0; p < P; ++p) sum[p] = 0.0;
         for (i64 j = 0; j < k; ++j) {
             const double c = coef[n * k + j];
-            const i64 *a = acc + (n * k + j) * Pp;
+            const i64 *a = acc + (n * k + j) * stride;
             csum += c;
             for (i64 p = 0; p < P; ++p) sum[p] += c * (double)a[p];
         }
         const double b = offset * offw[n] + (bias ? bias[n] : 0.0), twice = 2.0 * scale, cx = scale * csum;
-        for (i64 p = 0; p < P; ++p) y[n * P + p] = (float)(twice * sum[p] - cx * xs[p] + b);
+        for (i64 p = 0; p < P; ++p) y[n * ystride + p] = (float)(twice * sum[p] - cx * xs[p] + b);
     }
-    free(sum);
-    return 0;
 }
 
 /* ------------------------------------------------------------------------------------ Python bindings */
@@ -457,26 +465,26 @@ static PyObject *py_supported(PyObject *self, PyObject *args) {
 }
 
 static PyObject *py_quantize(PyObject *self, PyObject *args) {
-    Py_ssize_t x, C, HW, levels;
-    int bits, include_zero;
-    if (!PyArg_ParseTuple(args, "nnniin", &x, &C, &HW, &bits, &include_zero, &levels)) return NULL;
+    Py_ssize_t x, C, H, W, ph, pw, levels;
+    int bits;
+    if (!PyArg_ParseTuple(args, "nnnnnnin", &x, &C, &H, &W, &ph, &pw, &bits, &levels)) return NULL;
     float low, scale;
     int32_t pad;
-    Py_BEGIN_ALLOW_THREADS pad = quantize(PTR(const float, x), C, HW, bits, include_zero, PTR(int32_t, levels), &low,
+    Py_BEGIN_ALLOW_THREADS pad = quantize(PTR(const float, x), C, H, W, ph, pw, bits, PTR(int32_t, levels), &low,
                                           &scale);
     Py_END_ALLOW_THREADS return Py_BuildValue("iff", (int)pad, (double)low, (double)scale);
 }
 
 static PyObject *py_pack_conv(PyObject *self, PyObject *args) {
-    Py_ssize_t levels, C, H, W, ph, pw, kh, kw, sh, sw, dh, dw, OH, OW, Wd, Pp, planes, xsum;
-    int isa, pad_level, bits;
-    if (!PyArg_ParseTuple(args, "ininnnnnnnnnnnnninnnn", &isa, &levels, &pad_level, &C, &H, &W, &ph, &pw, &kh, &kw, &sh,
-                          &sw, &dh, &dw, &OH, &OW, &bits, &Wd, &Pp, &planes, &xsum))
+    Py_ssize_t levels, C, Hp, Wp, kh, kw, sh, sw, dh, dw, OH, OW, Wd, Pp, planes, xsum;
+    int isa, bits;
+    if (!PyArg_ParseTuple(args, "innnnnnnnnnnninnnn", &isa, &levels, &C, &Hp, &Wp, &kh, &kw, &sh, &sw, &dh, &dw, &OH,
+                          &OW, &bits, &Wd, &Pp, &planes, &xsum))
         return NULL;
     if (!check_isa(isa)) return NULL;
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = pack_conv(isa, PTR(const int32_t, levels), pad_level, C, H, W, ph, pw, kh, kw, sh, sw, dh,
-                                          dw, OH, OW, bits, Wd, Pp, PTR(u64, planes), PTR(i64, xsum));
+    Py_BEGIN_ALLOW_THREADS rc = pack_conv(isa, PTR(const int32_t, levels), C, Hp, Wp, kh, kw, sh, sw, dh, dw, OH, OW,
+                                          bits, Wd, Pp, PTR(u64, planes), PTR(i64, xsum));
     Py_END_ALLOW_THREADS if (rc) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
@@ -506,11 +514,12 @@ static PyObject *py_combine(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "nnnnnnnddnnn", &acc, &Pp, &xsum, &coef, &k, &offw, &bias, &scale, &offset, &N, &P,
                           &y))
         return NULL;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS rc = combine(PTR(const i64, acc), Pp, PTR(const i64, xsum), PTR(const double, coef), k,
-                                        PTR(const double, offw), bias ? PTR(const double, bias) : NULL, scale, offset,
-                                        N, P, PTR(float, y));
-    Py_END_ALLOW_THREADS if (rc) return PyErr_NoMemory();
+    double *scratch = (double *)malloc((size_t)(2 * P) * sizeof(double));
+    if (!scratch) return PyErr_NoMemory();
+    Py_BEGIN_ALLOW_THREADS combine(PTR(const i64, acc), Pp, PTR(const i64, xsum), PTR(const double, coef), k,
+                                   PTR(const double, offw), bias ? PTR(const double, bias) : NULL, scale, offset, N,
+                                   P, PTR(float, y), P, scratch);
+    Py_END_ALLOW_THREADS free(scratch);
     Py_RETURN_NONE;
 }
 
@@ -523,19 +532,22 @@ static PyObject *py_conv_forward(PyObject *self, PyObject *args) {
         return NULL;
     if (!check_isa(isa)) return NULL;
     const i64 P = OH * OW, Pp = (P + 15) & ~(i64)15;
-    int32_t *levels = (int32_t *)malloc((size_t)(C * H * W) * sizeof(int32_t));
+    int32_t *levels = (int32_t *)malloc((size_t)(C * (H + 2 * ph) * (W + 2 * pw)) * sizeof(int32_t));
     u64 *planes = (u64 *)malloc((size_t)(bits * Wd * Pp) * sizeof(u64));
     i64 *xsum = (i64 *)malloc((size_t)Pp * sizeof(i64));
-    i64 *acc = (i64 *)malloc((size_t)(R * Pp) * sizeof(i64));
+    i64 *acc = (i64 *)malloc((size_t)(R * 16) * sizeof(i64)); /* one block of 16 positions, every row */
     int rc = !(levels && planes && xsum && acc);
     if (!rc) {
         Py_BEGIN_ALLOW_THREADS float low, scale;
-        const int32_t pad = quantize(PTR(const float, x), C, H * W, bits, ph || pw, levels, &low, &scale);
-        rc = pack_conv(isa, levels, pad, C, H, W, ph, pw, kh, kw, sh, sw, dh, dw, OH, OW, bits, Wd, Pp, planes, xsum);
-        if (!rc) {
-            run_conv(isa, PTR(const u64, w), R, Wd, planes, bits, Pp, acc);
-            rc = combine(acc, Pp, xsum, PTR(const double, coef), k, PTR(const double, offw),
-                         bias ? PTR(const double, bias) : NULL, (double)scale, (double)low, N, P, PTR(float, y));
+        double scratch[32];
+        quantize(PTR(const float, x), C, H, W, ph, pw, bits, levels, &low, &scale);
+        rc = pack_conv(isa, levels, C, H + 2 * ph, W + 2 * pw, kh, kw, sh, sw, dh, dw, OH, OW, bits, Wd, Pp, planes,
+                       xsum);
+        for (i64 p0 = 0; !rc && p0 < P; p0 += 16) { /* the block's A stays in cache until it is combined */
+            conv_block(isa, PTR(const u64, w), R, Wd, planes, bits, Pp, p0, acc, 16);
+            combine(acc, 16, xsum + p0, PTR(const double, coef), k, PTR(const double, offw),
+                    bias ? PTR(const double, bias) : NULL, (double)scale, (double)low, N, P - p0 < 16 ? P - p0 : 16,
+                    PTR(float, y) + p0, P, scratch);
         }
         Py_END_ALLOW_THREADS
     }
@@ -561,11 +573,12 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
     if (!rc) {
         Py_BEGIN_ALLOW_THREADS float low, scale;
         i64 xsum;
-        quantize(PTR(const float, x), 1, D, bits, 0, levels, &low, &scale);
+        quantize(PTR(const float, x), 1, 1, D, 0, 0, bits, levels, &low, &scale);
         pack_linear(levels, D, bits, Wd, planes, &xsum);
         run_linear(isa, PTR(const u64, w), R, Wd, planes, bits, acc);
-        rc = combine(acc, 1, &xsum, PTR(const double, coef), k, PTR(const double, offw),
-                     bias ? PTR(const double, bias) : NULL, (double)scale, (double)low, N, 1, PTR(float, y));
+        double scratch[2];
+        combine(acc, 1, &xsum, PTR(const double, coef), k, PTR(const double, offw),
+                bias ? PTR(const double, bias) : NULL, (double)scale, (double)low, N, 1, PTR(float, y), 1, scratch);
         Py_END_ALLOW_THREADS
     }
     free(levels);
@@ -577,8 +590,8 @@ static PyObject *py_linear_forward(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_VARARGS, "supported(isa) -> bool: this CPU runs kernel path isa (0, 1, 2)"},
-    {"quantize", py_quantize, METH_VARARGS, "quantize(x, C, HW, bits, include_zero, levels) -> (pad_level, low, scale); levels (HW, C)"},
-    {"pack_conv", py_pack_conv, METH_VARARGS, "pack_conv(isa, levels_hwc, pad_level, C, H, W, ph, pw, kh, kw, sh, sw, dh, dw, OH, OW, bits, Wd, Pp, planes, xsum)"},
+    {"quantize", py_quantize, METH_VARARGS, "quantize(x, C, H, W, ph, pw, bits, levels) -> (pad_level, low, scale); levels (H+2ph, W+2pw, C)"},
+    {"pack_conv", py_pack_conv, METH_VARARGS, "pack_conv(isa, levels (Hp, Wp, C), C, Hp, Wp, kh, kw, sh, sw, dh, dw, OH, OW, bits, Wd, Pp, planes, xsum)"},
     {"pack_linear", py_pack_linear, METH_VARARGS, "pack_linear(levels, D, bits, Wd, planes, xsum)"},
     {"kernel", py_kernel, METH_VARARGS, "kernel(isa, w, R, Wd, planes, bits, Pp, acc); Pp = 0: linear"},
     {"combine", py_combine, METH_VARARGS, "combine(acc, Pp, xsum, coef, k, offw, bias, scale, offset, N, P, y)"},
