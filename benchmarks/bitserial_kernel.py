@@ -1,40 +1,52 @@
-"""Bit-serial B-DCNN layer vs the float layer, Q = 1..8, on this CPU, beside the cost model.
+"""Bit-serial B-DCNN against float, on this CPU: one layer at Q = 1..8, or a whole network.
 
-One decomposed layer (default: the shape of AlexNet's conv3, 256 → 384 channels, 3×3, 13×13 input, batch
-1) is run for real by :class:`models.bitserial.BitSerialLayer` (AND + popcount on 64-bit words, numba)
-and timed against ``torch.nn.functional.conv2d``/``linear`` on the same input, with the same number of
-threads for both (``--threads``: torch and numba). The runs are interleaved round by round (a load
-change on a shared machine hits both alike) and the median is reported, split into
+**Layer mode** (default): one decomposed layer (default: AlexNet's conv3, 192 → 384 channels, 3×3, 13×13
+input, batch 1, k = 4) run by :class:`models.bitserial.BitSerialLayer` against ``torch.nn.functional``'s
+float layer on the same input, the runs interleaved repetition by repetition (a load change on a shared
+machine hits both alike). Each repetition times
 
-- ``quantise+pack``: the quantisation sub-layer (min/max, round) and the bit-plane packing (im2col);
-- ``kernel``: the AND + popcount loop (what the cost model's ``word_ops`` counts);
-- ``combine``: y = β Σ_j c_j Z_j + o Σ_j c_j s_j + bias;
+- ``float``: the float layer;
+- ``quantise+pack``, ``kernel`` (the AND + popcount loop the cost model's ``word_ops`` counts),
+  ``combine`` (y = β Σ_j c_j Z_j + o Σ_j c_j s_j + bias): the three parts, called one after the other;
+- ``total``: the whole layer in one call (what a network runs).
 
-beside the cost model: ``word_ops`` = N·P·k·Q·⌈D/64⌉ and ``float_macs`` = N·P·D. A linear fit
-kernel_ms = a + b·word_ops over Q checks that the time is linear in Q as the model predicts (R²). Medians
-and minima are both reported: on a CPU shared with other jobs the minimum is the better estimate of the
-work itself.
+Reported: the median of each column; the *best repetition* (the one with the lowest total) with every
+part shown from that same repetition (never one column's minimum beside another's, which made "min total"
+less than "min kernel"); the speed-up as the median over repetitions of float / total of the same
+repetition, and the ratio of the two minima beside it; the kernel's rate in 64-bit word-ops per ns
+(``word_ops`` = N·P·k·Q·⌈D/64⌉), at its median and its fastest repetition.
 
-    python benchmarks/bitserial_kernel.py [--bases 4] [--threads 1] [--repeats 20] [--shape alexnet_conv3]
+**Network mode** (``--network alexnet`` or ``demo_cnn``): the network (``weights=None``: speed does not
+depend on the weights' values) converted by ``convert_to_bdcnn`` with every convolution *and* linear layer
+decomposed, bits uniform (``--bits``) or per layer (``--layer-bits name=Q``), timed at batch 1 against the
+float network by :func:`models.bdcnn_timing.network_ms_per_image` (interleaved, medians and minima).
+
+The path taken (backend, and the native kernel's instruction set chosen from the CPU's features) is
+printed first. Threads: ``--threads`` for torch and the kernel alike (the native kernel is one-threaded).
+
+    python benchmarks/bitserial_kernel.py [--shape alexnet_conv3] [--bases 4] [--threads 1] [--repeats 30]
+    python benchmarks/bitserial_kernel.py --network alexnet --bits 2 4 [--layer-bits net.features.0=5 ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.bdcnn import BinaryDecomposedConv2d, BinaryDecomposedLinear, layer_cost  # noqa: E402
-from models.bitserial import BitSerialLayer, integer_products  # noqa: E402
+from models.bdcnn import BinaryDecomposedConv2d, BinaryDecomposedLinear, convert_to_bdcnn, layer_cost, set_bits  # noqa: E402
+from models.bdcnn_networks import build_classifier  # noqa: E402
+from models.bdcnn_timing import cpu_threads, network_ms_per_image  # noqa: E402
+from models.bitserial import BitSerialLayer, available_isas, default_backend, default_isa  # noqa: E402
 
 SHAPES = {
     # name: (kind, in, out, kernel, stride, padding, input side)
@@ -42,8 +54,10 @@ SHAPES = {
     "alexnet_conv3": ("conv", 192, 384, 3, 1, 1, 13),
     "alexnet_conv4": ("conv", 384, 256, 3, 1, 1, 13),
     "demo_conv3": ("conv", 32, 64, 3, 1, 1, 8),
+    "alexnet_fc6": ("linear", 9216, 4096, 0, 0, 0, 0),
     "fc_1024": ("linear", 4096, 1024, 0, 0, 0, 0),
 }
+NETWORKS = {"alexnet": (1000, 224), "demo_cnn": (10, 64)}
 
 
 def build(shape: str, bases: int) -> tuple[nn.Module, nn.Module, torch.Tensor]:
@@ -66,111 +80,166 @@ def timed(fn) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def measure(shape: str, bases: int, bits: list[int], repeats: int, warmup: int) -> list[dict]:
+def describe_path(backend: str, isa: str | None) -> str:
+    cpu = platform.processor() or platform.machine()
+    if backend == "native":
+        return f"backend native (C extension), kernel path {isa} (this CPU runs {available_isas()}; {cpu})"
+    return f"backend {backend} (the C extension is not used), {cpu}"
+
+
+def measure_layer(shape: str, bases: int, bits: list[int], repeats: int, warmup: int, backend: str, isa) -> list[dict]:
     source, layer, x = build(shape, bases)
     kernels = {}
     for q in bits:
         layer.bits = q
-        kernels[q] = BitSerialLayer(layer, backend="numba")
+        kernels[q] = BitSerialLayer(layer, backend=backend, isa=isa)
         kernels[q](x)  # compile and warm up
-    times: dict[str, list[float]] = {"float": []}
-    for q in bits:
-        for part in ("pack", "kernel", "combine", "total"):
-            times[f"{part}{q}"] = []
+    parts = backend == "native"
+    reps: list[dict] = []
     with torch.no_grad():
         for r in range(warmup + repeats):
-            t_float = timed(lambda: source(x))
-            row = {}
+            row = {"float": timed(lambda: source(x))}
             for q, k in kernels.items():
-                state = {}
-                row[f"pack{q}"] = timed(
-                    lambda k=k, s=state: s.update(lv=k.levels(x)) or s.update(pl=k.packed_planes(s["lv"][0]))
-                )
-                row[f"kernel{q}"] = timed(
-                    lambda k=k, s=state: s.update(z=integer_products(k.packed, s["pl"][0], "numba"))
-                )
-                z = torch.from_numpy(state["z"])[None]
-                row[f"combine{q}"] = timed(lambda k=k, z=z, s=state: k.combine(z, s["lv"][1], s["lv"][2]))
+                if parts:
+                    state = {}
+                    row[f"pack{q}"] = timed(lambda k=k, s=state: s.update(p=k.native_pack(x[0])))
+                    row[f"kernel{q}"] = timed(lambda k=k, s=state: s.update(a=k.native_kernel(s["p"])))
+                    row[f"combine{q}"] = timed(lambda k=k, s=state: k.native_combine(s["a"], s["p"]))
                 row[f"total{q}"] = timed(lambda k=k: k(x))
             if r >= warmup:
-                times["float"].append(t_float)
-                for key, value in row.items():
-                    times[key].append(value)
-    float_ms = statistics.median(times["float"])
+                reps.append(row)
     in_shape = tuple(x.shape[1:])
+    floats = [rep["float"] for rep in reps]
     rows = []
     for q in bits:
         cost = layer_cost(layer, in_shape, q)
-        total = statistics.median(times[f"total{q}"])
-        rows.append(
-            {
-                "shape": shape,
-                "bases": bases,
-                "bits": q,
-                "float_ms": float_ms,
-                "pack_ms": statistics.median(times[f"pack{q}"]),
-                "kernel_ms": statistics.median(times[f"kernel{q}"]),
-                "combine_ms": statistics.median(times[f"combine{q}"]),
-                "total_ms": total,
-                "speedup_vs_float": float_ms / total,
-                "float_min_ms": min(times["float"]),
-                "kernel_min_ms": min(times[f"kernel{q}"]),
-                "total_min_ms": min(times[f"total{q}"]),
-                "speedup_vs_float_min": min(times["float"]) / min(times[f"total{q}"]),
-                "word_ops": cost["word_ops"],
-                "bops": cost["bops"],
-                "float_macs": cost["float_macs"],
-                "model_ops_ratio": cost["float_macs"] / cost["word_ops"],
-            }
-        )
-    ops = np.array([r["word_ops"] for r in rows], dtype=float)
-    for stat in ("kernel_ms", "kernel_min_ms"):
-        ms = np.array([r[stat] for r in rows])
-        slope, intercept = np.polyfit(ops, ms, 1)
-        pred = slope * ops + intercept
-        r2 = 1 - ((ms - pred) ** 2).sum() / max(((ms - ms.mean()) ** 2).sum(), 1e-30)
-        for r, p in zip(rows, pred, strict=True):
-            r[f"{stat}_linear_fit"] = float(p)
-            r[f"{stat}_fit_r2"] = float(r2)
-    for r in rows:
-        r["ns_per_word_op"] = r["kernel_ms"] * 1e6 / r["word_ops"]
-        r["ns_per_word_op_min"] = r["kernel_min_ms"] * 1e6 / r["word_ops"]
+        totals = [rep[f"total{q}"] for rep in reps]
+        best = reps[min(range(len(reps)), key=totals.__getitem__)]
+        row = {
+            "shape": shape,
+            "bases": bases,
+            "bits": q,
+            "float_ms": statistics.median(floats),
+            "total_ms": statistics.median(totals),
+            "speedup": statistics.median(f / t for f, t in zip(floats, totals, strict=True)),
+            "speedup_of_minima": min(floats) / min(totals),
+            "best_float_ms": best["float"],
+            "best_total_ms": best[f"total{q}"],
+            "float_min_ms": min(floats),
+            "word_ops": cost["word_ops"],
+            "float_macs": cost["float_macs"],
+            "model_ops_ratio": cost["float_macs"] / cost["word_ops"],
+        }
+        if parts:
+            kernel_times = [rep[f"kernel{q}"] for rep in reps]
+            for part in ("pack", "kernel", "combine"):
+                row[f"{part}_ms"] = statistics.median(rep[f"{part}{q}"] for rep in reps)
+                row[f"best_{part}_ms"] = best[f"{part}{q}"]
+            row["word_ops_per_ns"] = cost["word_ops"] / (row["kernel_ms"] * 1e6)
+            row["word_ops_per_ns_best"] = cost["word_ops"] / (min(kernel_times) * 1e6)
+        rows.append(row)
     return rows
+
+
+def print_layer(rows: list[dict], args) -> None:
+    print(f"{args.shape}, k = {args.bases}, threads = {args.threads}, {args.repeats} repetitions (medians; "
+          "'best' = the repetition with the lowest bit-serial total, its parts from that same repetition)")  # fmt: skip
+    head = ["Q", "float ms", "bit-serial ms", "speed-up", "speed-up of minima", "best: float", "best: pack",
+            "best: kernel", "best: combine", "best: total", "kernel word-ops/ns (median / best)",
+            "float MACs / word op"]  # fmt: skip
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---:|" * len(head))
+    for r in rows:
+        rate = f"{r['word_ops_per_ns']:.1f} / {r['word_ops_per_ns_best']:.1f}" if "word_ops_per_ns" in r else "-"
+        values = [str(r["bits"]), f"{r['float_ms']:.3f}", f"{r['total_ms']:.3f}", f"{r['speedup']:.2f}×",
+                  f"{r['speedup_of_minima']:.2f}×", f"{r['best_float_ms']:.3f}",
+                  *(f"{r[f'best_{p}_ms']:.3f}" if f"best_{p}_ms" in r else "-" for p in ("pack", "kernel", "combine")),
+                  f"{r['best_total_ms']:.3f}", rate, f"{r['model_ops_ratio']:.1f}"]  # fmt: skip
+        print("| " + " | ".join(values) + " |")
+
+
+def parse_layer_bits(items: list[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not value.isdigit():
+            raise SystemExit(f"--layer-bits takes name=Q pairs (e.g. net.features.0=5), got {item!r}")
+        out[name] = int(value)
+    return out
+
+
+def measure_network(args) -> list[dict]:
+    num_classes, size = NETWORKS[args.network]
+    torch.manual_seed(0)
+    float_model = build_classifier(args.network, num_classes=num_classes, width=args.width).eval()
+    decomposed = convert_to_bdcnn(float_model, bases=args.bases, bits=None, layers="all", method="greedy")
+    layer_bits = parse_layer_bits(args.layer_bits)
+    names = [name for name, _ in decomposed.named_modules() if name in layer_bits]
+    unknown = sorted(set(layer_bits) - set(names))
+    if unknown:
+        raise SystemExit(f"--layer-bits: no decomposed layer named {unknown}")
+    example = torch.rand(1, 3, size, size)
+    configs = [(f"uniform Q = {q}", q, {}) for q in args.bits]
+    if layer_bits:
+        configs.append((f"per layer {layer_bits}, others Q = {args.bits[0]}", args.bits[0], layer_bits))
+    rows = []
+    for label, q, per_layer in configs:
+        set_bits(decomposed, q)
+        set_bits(decomposed, per_layer)
+        result = network_ms_per_image(float_model, decomposed, example, repeats=args.repeats, threads=args.threads,
+                                      warmup=args.warmup, backend=args.backend)  # fmt: skip
+        rows.append({"network": args.network, "config": label, "bases": args.bases, "image_size": size} | result)
+    return rows
+
+
+def print_network(rows: list[dict], args) -> None:
+    print(f"{args.network}, every conv and linear layer decomposed (k = {args.bases}) and run bit-serially, batch 1, "
+          f"threads = {args.threads}, {args.repeats} repetitions interleaved with the float network")  # fmt: skip
+    head = ["bits", "float ms (median / min)", "bit-serial ms (median / min)", "speed-up (median of ratios)",
+            "speed-up at the best bit-serial repetition", "layers"]  # fmt: skip
+    print("| " + " | ".join(head) + " |")
+    print("|---|" + "---:|" * (len(head) - 1))
+    for r in rows:
+        values = [r["config"], f"{r['float_ms']:.2f} / {r['float_min_ms']:.2f}",
+                  f"{r['bitserial_ms']:.2f} / {r['bitserial_min_ms']:.2f}", f"{r['speedup']:.2f}×",
+                  f"{r['speedup_min']:.2f}×", str(r["layers"])]  # fmt: skip
+        print("| " + " | ".join(values) + " |")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="alexnet_conv3")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="alexnet_conv3", help="layer mode: which layer")
+    parser.add_argument("--network", choices=sorted(NETWORKS), help="network mode: time this whole network")
+    parser.add_argument("--width", type=int, default=16, help="demo_cnn's width")
+    parser.add_argument("--layer-bits", nargs="*", default=[], help="network mode: name=Q for some layers")
     parser.add_argument("--bases", type=int, default=4, help="k, bases per output channel")
-    parser.add_argument("--bits", type=int, nargs="+", default=list(range(1, 9)))
-    parser.add_argument("--threads", type=int, default=1, help="torch and numba threads")
+    parser.add_argument("--bits", type=int, nargs="+", help="Q values (layer mode: default 1..8; network: 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and kernel threads")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/bitserial_kernel.json"))
+    parser.add_argument("--backend", choices=["native", "numba", "torch"], default=None,
+                        help="bit-serial backend (default: native when built)")  # fmt: skip
+    parser.add_argument("--isa", choices=["avx512_vpopcntdq", "avx2", "scalar"], default=None,
+                        help="native kernel path (default: the fastest this CPU runs)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=None, help="JSON output (default runs/benchmarks/...)")
     args = parser.parse_args(argv)
-    import numba
-
-    torch.set_num_threads(args.threads)
-    numba.set_num_threads(args.threads)
-    rows = measure(args.shape, args.bases, args.bits, args.repeats, args.warmup)
-    head = ["Q", "float ms", "pack ms", "kernel ms", "combine ms", "total ms", "speed-up", "word ops", "ns/word op",
-            "fit ms", "min: float", "min: kernel", "min: total", "min: speed-up", "float MACs / word ops"]  # fmt: skip
-    print(f"{args.shape}, k = {args.bases}, threads = {args.threads}, median of {args.repeats}")
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---:|" * len(head))
-    for r in rows:
-        values = [r["bits"], r["float_ms"], r["pack_ms"], r["kernel_ms"], r["combine_ms"], r["total_ms"],
-                  r["speedup_vs_float"], r["word_ops"], r["ns_per_word_op"], r["kernel_ms_linear_fit"],
-                  r["float_min_ms"], r["kernel_min_ms"], r["total_min_ms"], r["speedup_vs_float_min"],
-                  r["model_ops_ratio"]]  # fmt: skip
-        print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else f"{v:,}" for v in values) + " |")
-    print(
-        f"kernel time linear in word ops: R² = {rows[0]['kernel_ms_fit_r2']:.4f} (medians), "
-        f"{rows[0]['kernel_min_ms_fit_r2']:.4f} (minima)"
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=2))
-    print(f"wrote {args.out}")
+    args.backend = args.backend or default_backend()
+    isa = (args.isa or default_isa()) if args.backend == "native" else None
+    args.bits = args.bits or ([2] if args.network else list(range(1, 9)))
+    print(describe_path(args.backend, isa))
+    if args.network:
+        if args.isa:
+            raise SystemExit("--isa applies to layer mode; the network runs the default path")
+        rows = measure_network(args)
+        print_network(rows, args)
+    else:
+        with cpu_threads(args.threads, args.backend):
+            rows = measure_layer(args.shape, args.bases, args.bits, args.repeats, args.warmup, args.backend, isa)
+        print_layer(rows, args)
+    out = args.out or Path(f"runs/benchmarks/bitserial_{args.network or args.shape}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"threads": args.threads, "backend": args.backend, "isa": isa, "rows": rows}, indent=2))
+    print(f"wrote {out}")
     return rows
 
 
