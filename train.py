@@ -364,17 +364,51 @@ def _parent_checkpoint(model_cfg: Namespace) -> str | None:
     return None
 
 
+def search_main(argv: list[str]) -> dict | None:
+    """``splitcv search``: the B-DCNN bit search (:mod:`lightning_modules.bit_search_cli`), through the same
+    run directory, ``run.lock`` and early-failure clean-up as ``fit`` (:class:`_RunState`).
+
+    It drives ``trainer.validate`` over candidate bit widths rather than fitting, so it has its own parser.
+    """
+    from lightning_modules.bit_search_cli import build_parser, execute, search_run_dir
+
+    parser = build_parser()
+    cfg = parser.parse_args(argv)
+    saved_env = os.environ.get(RUN_DIR_ENV)
+    secondary = is_secondary_process()
+    if secondary and saved_env is not None:  # a process Lightning launched: rank 0 has decided
+        run_dir, state = Path(saved_env), None
+    else:
+        run_dir = search_run_dir(RunConfig(**cfg.run.as_dict()), cfg.resume)
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+        state = None if secondary else _RunState(run_dir, "search", lock=True)
+    print(f"[splitcv] run directory: {run_dir}", file=sys.stderr)
+    try:
+        return execute(parser, cfg, run_dir, [state.progress] if state else [], save_config=state is not None)
+    except BaseException:
+        if state is not None:
+            state.abandon()
+        raise
+    finally:
+        if state is not None:
+            state.release()
+        if saved_env is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+
+
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point (``splitcv``); refusals about the run directory are one line, not a traceback.
 
-    ``splitcv search ...`` is the B-DCNN activation-bit search (``lightning_modules.bit_search``): it drives
-    ``trainer.validate`` over candidate bit widths rather than fitting, so it has its own parser.
+    ``splitcv search ...`` is the B-DCNN activation-bit search (:func:`search_main`).
     """
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["search"]:
-        from lightning_modules.bit_search import main as bit_search
+        from lightning_modules.bit_search_tables import SearchStateError
 
-        bit_search(argv[1:])
+        try:
+            search_main(argv[1:])
+        except (RunLockedError, SearchStateError) as err:
+            sys.exit(f"splitcv: error: {err}")
         return
     try:
         SplitCVCLI(args=args)

@@ -52,7 +52,7 @@ def write_report(summary: dict, out: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    plot_pareto(summary, out / "pareto.png")
+    plot_pareto(summary, out / "figure3.png")
 
 
 def plot_pareto(summary: dict, path: Path) -> Path:
@@ -117,7 +117,7 @@ def log_wandb(trainer: L.Trainer, summary: dict, out: Path) -> None:
                 for r in summary["searched"]
             ] + [[None, str(r["bits"]), r["accuracy"], None, r["gbops"], r["ms"]] for r in summary["uniform"]]
             logger.log_table("search/results", columns=["D", "bits", "accuracy", "predicted", "gbops", "ms"], data=rows)
-            logger.log_image("search/pareto", images=[str(out / "pareto.png")])
+            logger.log_image("search/figure3", images=[str(out / "figure3.png")])
             logger.log_metrics({f"search/{summary['metric']}_reference": summary["R"]})
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.bit_search import load_classifier_weights
+from lightning_modules.bdcnn_weights import load_classifier_weights
 from lightning_modules.checkpoint_init import InitReport, ParentInit
 from lightning_modules.classification_steps import log_classification_eval, top_k_accuracies
 from models.bdcnn import LayerSelection, convert_to_bdcnn, decomposed_layers, selected_layers, set_bits
