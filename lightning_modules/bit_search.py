@@ -107,7 +107,7 @@ class BitSearch(L.LightningModule):
         bases: int = 6,
         bases_per_layer: dict[str, int] | None = None,
         decomposition: Method = "exhaustive",
-        decomposition_iterations: int = 100,
+        decomposition_iterations: int = 500,
         decomposition_restarts: int = 2,
         min_bits: int = 2,
         max_bits: int = 8,

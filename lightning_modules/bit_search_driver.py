@@ -40,7 +40,7 @@ from lightning_modules.bit_search_tables import (
     table_entries,
     write_json,
 )
-from models.bdcnn import set_bits
+from models.bdcnn import decomposed_layers, set_bits
 from models.bdcnn_layer_timing import cpu_copy
 from models.bit_allocation import PairKey, pareto_front, predicted_accuracy, select_bits, tables_from_layer_drops
 
@@ -294,6 +294,7 @@ def _finish(search, data, trainer, out: Path, state: dict, tables, counts, refer
         "float_network_ms": statistics.median(float_runs) if float_runs else None,
         "network_timer": None if timer is None else f"{timer.__module__}.{timer.__name__}",
         "float_gmacs": sum(costs[n][hp.min_bits]["float_macs"] for n in names) / 1e9,
+        "decomposition": {n: decomposed_layers(search.model)[n].decomposition_report for n in names},
         "reading": primary,
         "searched": by_reading[primary],
         "readings": by_reading,
