@@ -31,10 +31,9 @@ Two algorithms (both vectorised over the N rows of a layer):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
-
-import warnings
 
 import torch
 from torch import Tensor
