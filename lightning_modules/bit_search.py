@@ -89,8 +89,10 @@ class BitSearch(L.LightningModule):
         context: other layers ``unquantized`` while a layer or pair is measured, or at ``max_bits``.
         walk: ``chain`` (consistent pairs) or ``independent`` backward walk.
         uniform_bits: uniform-Q reference points evaluated beside the search (the paper: Q = 3, 4).
-        measure_ms: time, on the CPU with batch 1, each layer's bit-serial kernel and the whole network
-            (bit-serial and float) for every reported configuration (Figure 3's speed axis).
+        measure_ms: time, on the CPU with batch 1, each layer's bit-serial kernel (and its float layer) at
+            every Q that is reported.
+        network_ms: time the whole network, bit-serial and float, on the CPU with batch 1, for every reported
+            configuration (Figure 3's speed axis; :func:`models.bdcnn_timing.network_ms_per_image`).
         ms_repeats: timed runs per measurement (median).
         ms_threads: CPU threads of the kernel (numba) and the float network (torch) while timing.
         cost_image_size: input side for the cost model and timings (224 for ImageNet).
@@ -119,6 +121,7 @@ class BitSearch(L.LightningModule):
         walk: Walk = "chain",
         uniform_bits: list[int] | None = None,
         measure_ms: bool = True,
+        network_ms: bool = True,
         ms_repeats: int = 3,
         ms_threads: int = 1,
         cost_image_size: int = 224,

@@ -237,7 +237,7 @@ def _finish(search, data, trainer, out: Path, state: dict, tables, counts, refer
         for n, q in zip(names, c, strict=True):
             needed[n].add(q)
     ms = search.layer_ms(needed) if hp.measure_ms else {}
-    net_ms, float_runs = network_ms(search, configs, timer) if hp.measure_ms and timer else ({}, [])
+    net_ms, float_runs = network_ms(search, configs, timer) if hp.network_ms and timer else ({}, [])
 
     def describe(config: tuple[int, ...], reading_tables) -> dict:
         layers = []

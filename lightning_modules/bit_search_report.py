@@ -185,7 +185,7 @@ def figure3(summary: dict):
     speed.set_xlabel("ms per image, whole network (bit-serial kernel, batch 1, CPU)")
     ops.set_xlabel("GBOPs per image (searched layers)")
     if not any(r.get("network_ms") is not None for r in uni):
-        speed.text(0.5, 0.5, "speed not measured\n(measure_ms: false)", transform=speed.transAxes,
+        speed.text(0.5, 0.5, "speed not measured\n(network_ms: false)", transform=speed.transAxes,
                    ha="center", va="center", color="0.4")  # fmt: skip
     for ax, key in ((speed, "network_ms"), (ops, "gbops")):
         items = [(r[key], r["accuracy"], f"Q={r['uniform_bits']}") for r in uni if r.get(key) is not None]

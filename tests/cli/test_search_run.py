@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import train
+from models import bitserial  # branch perf's kernel (kernel_threads) is what the whole-network timer runs
 from callbacks.run_lock import RunLock, RunLockedError
 from lightning_modules.bit_search_tables import SearchStateError
 
@@ -24,7 +25,7 @@ def _args(root: Path, run_root: Path, **overrides) -> list[str]:
         "model.init_args.ms_repeats": "1", "model.init_args.cost_image_size": "16",
         "data.init_args.root": str(root), "data.init_args.class_list": str(root / "class_list.txt"),
         "data.init_args.image_size": "16", "trainer.enable_progress_bar": "false", "run.root": str(run_root),
-        "run.id": "cli",
+        "run.id": "cli", "model.init_args.network_ms": str(hasattr(bitserial, "kernel_threads")).lower(),
     } | overrides  # fmt: skip
     args = ["--config", str(REPO / "configs/trainer/cpu.yaml"), "--config", str(REPO / "configs/bit_search/demo.yaml")]
     for key, value in settings.items():
