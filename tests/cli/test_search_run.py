@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import train
-from models import bitserial  # branch perf's kernel (kernel_threads) is what the whole-network timer runs
 from callbacks.run_lock import RunLock, RunLockedError
 from lightning_modules.bit_search_tables import SearchStateError
+from models import bitserial  # branch perf's kernel (kernel_threads) is what the whole-network timer runs
 
 REPO = Path(__file__).resolve().parents[2]
 
