@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_modules.bit_search import BitSearch
 from lightning_modules.bit_search_driver import run_search
 from lightning_modules.bit_search_tables import SearchStateError
-from models.bdcnn import decomposed_layers, input_shapes, layer_cost, set_bits
+from models.bdcnn import set_bits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -97,13 +97,12 @@ def test_toy_cnn_tables_walk_counts_and_exhaustive(toy, tmp_path):
                 path = [tables[0][(None, expected[0])]] + [tables[i][expected[i - 1 : i + 1]] for i in (1, 2)]
                 assert row["predicted_accuracy"] == pytest.approx(min(path))
     assert summary["searched"] == summary["readings"]["layer_drops"]  # the paper's reading is the default
-    # uniform Q points: measured accuracy of that vector, GBOPs of the cost model summed by hand
-    shapes = input_shapes(search.model, images[:1])
-    layers = decomposed_layers(search.model)
+    # uniform Q points: measured accuracy of that vector; BOPs by hand for toy3 (width 4, k = 2, 12×12 input):
+    # conv 3→4 at 12² (D = 27), conv 4→8 at 6² (D = 36), linear 8→4 (D = 8): N·P·k·Q·D summed = 2Q·25,952
     for row in summary["uniform"]:
         q = row["uniform_bits"]
         assert row["accuracy"] == pytest.approx(_accuracy(search, images, labels, [q] * 3))
-        assert row["gbops"] * 1e9 == sum(layer_cost(layers[n], shapes[n], q)["bops"] for n in names)
+        assert round(row["gbops"] * 1e9) == 2 * q * (4 * 144 * 27 + 8 * 36 * 36 + 4 * 1 * 8) == 51_904 * q
     # counts, derived by hand for 3 layers, 3 bit values, 3 batches of 16. Per batch, decomposed-layer calls:
     # A: 3·3 from layer 1, 1 + 3·2 from layer 2, 1 + 3·1 from layer 3 = 20; T1 3·3 = 9; T2 3·1 + 9·2 = 21;
     # T3 1 + 3·1 + 9·1 = 13. Naive: (9 + 3 + 9 + 9) entries × 3 layers = 90.
