@@ -51,9 +51,9 @@ def main(args: list[str] | None = None) -> None:
         print(usage())
         return
     if command == "search":
-        from lightning_modules.bit_search import main as bit_search
+        from cli.search import run_search_command
 
-        bit_search(argv[1:])
+        run_search_command(argv[1:])
         return
     if command not in LIGHTNING_SUBCOMMANDS and not command.startswith("-"):
         sys.exit(f"{usage()}\n\nsplitcv: error: unknown subcommand {command!r}")

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.bit_search import load_classifier_weights
+from lightning_modules.bdcnn_weights import load_classifier_weights
 from lightning_modules.checkpoint_init import InitReport, ParentInit
 from lightning_modules.classification_steps import log_classification_eval, top_k_accuracies
 from models.bdcnn import LayerSelection, convert_to_bdcnn, decomposed_layers, selected_layers, set_bits
@@ -63,7 +63,7 @@ class QuantizedFinetune(L.LightningModule):
         bases: k per output channel (``bases_per_layer`` overrides per name).
         bases_per_layer: k per layer name.
         decomposition: ``exhaustive`` or ``greedy``.
-        decomposition_iterations: ALS rounds (exhaustive).
+        decomposition_iterations: cap on the ALS rounds (exhaustive; rows stop at their fixed point).
         decomposition_restarts: random restarts (exhaustive).
         bits: Q for every decomposed layer, or per name; ignored when ``bits_from`` is given.
         bits_from: ``search.json`` of a bit search; with ``allowed_drop`` it gives the per-layer Q.
@@ -87,7 +87,7 @@ class QuantizedFinetune(L.LightningModule):
         bases: int = 6,
         bases_per_layer: dict[str, int] | None = None,
         decomposition: Method = "exhaustive",
-        decomposition_iterations: int = 10,
+        decomposition_iterations: int = 500,
         decomposition_restarts: int = 2,
         bits: int | dict[str, int] | None = None,
         bits_from: str | None = None,

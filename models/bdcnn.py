@@ -101,6 +101,7 @@ class BinaryDecomposedLayer(nn.Module):
         self.coefficients = nn.Parameter(decomposition.coefficients.detach().clone().float())
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone().float())
         self.quantizer = QuantizationSubLayer(bits)
+        self.decomposition_report = {"iterations": decomposition.iterations, "capped_rows": decomposition.capped_rows}
 
     @property
     def k(self) -> int:

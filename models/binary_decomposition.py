@@ -19,10 +19,19 @@ Two algorithms (both vectorised over the N rows of a layer):
   one from the greedy step on the residual, then ALS over all of them), so the error for k is never
   above the error for k − 1 nor above greedy's; ``restarts`` extra runs start from random signs and
   each row keeps its best run.
+
+  **Convergence.** Each row alternates until it reaches a fixed point: no element's sign vector changes
+  (and so, c being the least-squares solution of the same M, no coefficient changes); rows that reached
+  theirs stop while the others go on. ``iterations`` is only a cap: rows still changing when it is hit are
+  counted in :attr:`BinaryDecomposition.capped_rows` and a warning says so. A fixed point is a local
+  optimum of ‖w − M^T c‖ (no single step of either kind improves it), not always the global one over all
+  M: on small D, where every M can be enumerated, single runs can stop in a local optimum; ``restarts``
+  (random starts, best per row) is what closes that gap (tested against brute force).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,6 +48,10 @@ class BinaryDecomposition:
 
     bases: Tensor
     coefficients: Tensor
+    iterations: int = 0
+    """ALS rounds of the longest-running row (exhaustive; 0 for greedy)."""
+    capped_rows: int = 0
+    """Rows whose signs still changed when the ``iterations`` cap was hit in any run (0: all converged)."""
 
     def reconstruct(self) -> Tensor:
         """The approximated weight rows (N, D), in the coefficients' dtype."""
@@ -103,15 +116,28 @@ def _best_signs(w: Tensor, c: Tensor) -> Tensor:
     return signs[chosen].transpose(1, 2)
 
 
-def _als(w: Tensor, m: Tensor, iterations: int) -> tuple[Tensor, Tensor]:
+def _als(w: Tensor, m: Tensor, iterations: int) -> tuple[Tensor, Tensor, int, Tensor]:
+    """Alternate per row until its signs stop changing (at most ``iterations`` rounds).
+
+    Returns ``(m, c, rounds, capped)``: ``rounds`` of the longest-running row, ``capped`` a (N,) bool mask
+    of the rows still changing at the cap."""
+    m = m.clone()
     c = _least_squares_coefficients(w, m)
+    active = torch.arange(w.shape[0])
+    rounds = 0
     for _ in range(iterations):
-        m_new = _best_signs(w, c)
-        c_new = _least_squares_coefficients(w, m_new)
-        if torch.equal(m_new, m):
-            return m_new, c_new
-        m, c = m_new, c_new
-    return m, c
+        if not len(active):
+            break
+        rounds += 1
+        m_new = _best_signs(w[active], c[active])
+        changed = (m_new != m[active]).flatten(1).any(dim=1)
+        active = active[changed]
+        if len(active):
+            m[active] = m_new[changed]
+            c[active] = _least_squares_coefficients(w[active], m[active])
+    capped = torch.zeros(w.shape[0], dtype=torch.bool)
+    capped[active] = True
+    return m, c, rounds, capped
 
 
 def _row_errors(w: Tensor, m: Tensor, c: Tensor) -> Tensor:
@@ -119,14 +145,16 @@ def _row_errors(w: Tensor, m: Tensor, c: Tensor) -> Tensor:
 
 
 def decompose_exhaustive(
-    weight: Tensor, k: int, iterations: int = 10, restarts: int = 2, seed: int = 0
+    weight: Tensor, k: int, iterations: int = 500, restarts: int = 2, seed: int = 0
 ) -> BinaryDecomposition:
-    """Alternating least squares with an exact per-element sign search (see the module docstring).
+    """Alternating least squares with an exact per-element sign search, run to convergence (see the module
+    docstring).
 
     Args:
         weight: (N, ...) weights; each row is decomposed on its own.
         k: bases per row (at most 16: the sign search enumerates 2^k candidates).
-        iterations: ALS rounds after each added basis and in each restart (stops early at a fixed point).
+        iterations: cap on the ALS rounds after each added basis and in each restart; every row stops at its
+            fixed point before that, and rows that hit the cap are reported (``capped_rows``, a warning).
         restarts: extra runs from random signs; each row keeps the run with the lowest error.
         seed: seed of the random restarts.
     """
@@ -137,19 +165,30 @@ def decompose_exhaustive(
     w = _rows(weight)
     n, d = w.shape
     m = torch.empty(n, 0, d, dtype=torch.float64)
+    capped = torch.zeros(n, dtype=torch.bool)
+    rounds = 0
     for _ in range(k):
         c = _least_squares_coefficients(w, m) if m.shape[1] else torch.zeros(n, 0, dtype=torch.float64)
         residual = w - torch.einsum("nk,nkd->nd", c, m)
-        m, c = _als(w, torch.cat([m, _sign(residual).unsqueeze(1)], dim=1), iterations)
+        m, c, used, hit = _als(w, torch.cat([m, _sign(residual).unsqueeze(1)], dim=1), iterations)
+        rounds, capped = max(rounds, used), capped | hit
     best_err = _row_errors(w, m, c)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(restarts):
         start = torch.randint(0, 2, (n, k, d), generator=generator).double() * 2 - 1
-        m_r, c_r = _als(w, start, iterations)
+        m_r, c_r, used, hit = _als(w, start, iterations)
+        rounds = max(rounds, used)
         err = _row_errors(w, m_r, c_r)
         better = err < best_err
         m[better], c[better], best_err = m_r[better], c_r[better], torch.minimum(err, best_err)
-    return BinaryDecomposition(m.to(torch.int8), c.to(weight.dtype))
+        capped[better] = hit[better]
+    if capped.any():
+        warnings.warn(
+            f"exhaustive binary decomposition: {int(capped.sum())} of {n} rows (k={k}, D={d}) still changed their "
+            f"signs after the cap of {iterations} ALS rounds; raise the cap (decomposition_iterations)",
+            stacklevel=2,
+        )
+    return BinaryDecomposition(m.to(torch.int8), c.to(weight.dtype), rounds, int(capped.sum()))
 
 
 def decompose(weight: Tensor, k: int, method: Method = "exhaustive", **kwargs) -> BinaryDecomposition:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -36,7 +39,7 @@ def test_greedy_steps_by_hand():
 def test_error_decreases_with_k_and_exhaustive_beats_greedy():
     w = torch.randn(12, 8, 3, 3, generator=torch.Generator().manual_seed(0))
     greedy = [relative_error(w, decompose_greedy(w, k)) for k in range(1, 7)]
-    exhaustive = [relative_error(w, decompose_exhaustive(w, k, iterations=5, restarts=1)) for k in range(1, 7)]
+    exhaustive = [relative_error(w, decompose_exhaustive(w, k, restarts=1)) for k in range(1, 7)]
     assert all(a > b for a, b in zip(greedy, greedy[1:], strict=False))
     assert all(a > b for a, b in zip(exhaustive, exhaustive[1:], strict=False))
     assert all(e <= g + 1e-12 for e, g in zip(exhaustive, greedy, strict=True))
@@ -53,6 +56,63 @@ def test_exhaustive_recovers_an_exactly_binary_weight():
     assert relative_error(w, decompose_greedy(w, 3)) > 1e-2  # greedy cannot
 
 
+def _brute_force_optimum(w: torch.Tensor, k: int) -> torch.Tensor:
+    """min over every M ∈ {±1}^{k×D} of ‖w − M^T c*(M)‖² per row, c* by numpy's least squares (rank-deficient M
+    included): the global optimum, by enumeration."""
+    n, d = w.shape
+    best = np.full(n, np.inf)
+    for flat in itertools.product((-1.0, 1.0), repeat=k * d):
+        m = np.array(flat).reshape(k, d)
+        for row in range(n):
+            c = np.linalg.lstsq(m.T, w[row].numpy(), rcond=None)[0]
+            best[row] = min(best[row], float(((w[row].numpy() - m.T @ c) ** 2).sum()))
+    return torch.from_numpy(best)
+
+
+def _row_error(w: torch.Tensor, dec) -> torch.Tensor:
+    return (w - dec.reconstruct().double()).pow(2).sum(dim=1)
+
+
+@pytest.mark.parametrize("k, d", [(2, 5), (3, 4)])
+def test_exhaustive_reaches_the_brute_force_optimum_on_small_rows(k, d):
+    w = torch.randn(6, d, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
+    optimum = _brute_force_optimum(w, k)
+    dec = decompose_exhaustive(w, k, restarts=48)
+    assert dec.capped_rows == 0
+    assert torch.allclose(_row_error(w, dec), optimum, rtol=1e-9, atol=1e-12)
+    single = decompose_exhaustive(w, k, restarts=0)  # one run: a fixed point, never below the optimum
+    assert (_row_error(w, single) >= optimum - 1e-12).all()
+
+
+def _improvable_elements(w: torch.Tensor, dec) -> int:
+    """Elements whose sign vector is not the nearest of all 2^k for the row's coefficients (enumerated), plus rows
+    whose coefficients are not numpy's least squares for their signs."""
+    k = dec.bases.shape[1]
+    signs = np.array(list(itertools.product((-1.0, 1.0), repeat=k)))  # (2^k, k)
+    bad = 0
+    for row in range(w.shape[0]):
+        m, c, x = dec.bases[row].double().numpy(), dec.coefficients[row].double().numpy(), w[row].numpy()
+        chosen = (x - c @ m) ** 2
+        nearest = ((x[None, :] - (signs @ c)[:, None]) ** 2).min(axis=0)
+        bad += int((chosen > nearest + 1e-9).sum())
+        bad += int(not np.allclose(np.linalg.lstsq(m.T, x, rcond=None)[0] @ m, c @ m, atol=1e-9))
+    return bad
+
+
+def test_exhaustive_runs_to_a_fixed_point_and_reports_the_cap():
+    """k ≥ 3 needed more than the former 10 rounds: with the cap hit, signs are left improvable and it says so;
+    run to convergence, no element's sign and no coefficient can change (checked by enumeration and numpy)."""
+    w = torch.randn(8, 300, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.warns(UserWarning, match=r"rows \(k=4, D=300\) still changed their signs after the cap of 2"):
+        capped = decompose_exhaustive(w, 4, iterations=2, restarts=0)
+    assert capped.capped_rows > 0 and capped.iterations == 2
+    assert _improvable_elements(w, capped) > 0
+    converged = decompose_exhaustive(w, 4, restarts=0)
+    assert converged.capped_rows == 0 and 2 < converged.iterations < 500
+    assert _improvable_elements(w, converged) == 0
+    assert _row_error(w, converged).sum() < _row_error(w, capped).sum()
+
+
 @pytest.mark.parametrize("kind", ["conv", "linear"])
 def test_large_k_matches_the_float_layer(kind):
     """Stated tolerance: with k = 10 exhaustive bases and no quantisation, the layer output is within 1 % (relative
@@ -60,10 +120,10 @@ def test_large_k_matches_the_float_layer(kind):
     torch.manual_seed(0)
     if kind == "conv":
         source, x = nn.Conv2d(6, 10, 3, padding=1, stride=2), torch.randn(2, 6, 9, 9)
-        layer = BinaryDecomposedConv2d(source, 10, bits=None, iterations=5, restarts=0)
+        layer = BinaryDecomposedConv2d(source, 10, bits=None, restarts=0)
     else:
         source, x = nn.Linear(40, 7), torch.randn(3, 40)
-        layer = BinaryDecomposedLinear(source, 10, bits=None, iterations=5, restarts=0)
+        layer = BinaryDecomposedLinear(source, 10, bits=None, restarts=0)
     y, ref = layer(x), source(x)
     assert ((y - ref).norm() / ref.norm()).item() < 1e-2
     coarse = (BinaryDecomposedConv2d if kind == "conv" else BinaryDecomposedLinear)(source, 1, method="greedy")
