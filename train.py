@@ -371,6 +371,11 @@ def main(args: list[str] | None = None) -> None:
     ``trainer.validate`` over candidate bit widths rather than fitting, so it has its own parser.
     """
     argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] in (["export"], ["edge"], ["serve"]):  # deploy: argparse, ONNX Runtime; edge/serve import no Lightning
+        from deploy.cli import main as deploy_main
+
+        deploy_main(argv)
+        return
     if argv[:1] == ["search"]:
         from lightning_modules.bit_search import main as bit_search
 
