@@ -38,7 +38,7 @@ from torch import nn
 
 from deploy import halves
 from deploy.manifest import MANIFEST_VERSION, METHODS, sha256_file, write_manifest
-from deploy.runtime import prediction_of
+from deploy.runtime import prediction_of, prepare_image
 from deploy.streams import write_rnn_stream
 
 OPSET = 17
@@ -116,6 +116,7 @@ class SplitParts:
     cell: str | None = None
     num_classes: int | None = None
     torch_module: nn.Module | None = None  # the LightningModule (PyTorch reference)
+    input_size: int | None = None  # a fixed square input side (the network takes no other)
 
 
 def _codec_wire(cell: str, width: float, bits: int, reconstruction: str, coding: str) -> dict:
@@ -184,7 +185,14 @@ def split_parts(module: nn.Module, method: str, iterations: int | None = None, f
         wire = {"format": "SCVF", "settings": settings}
         graphs = {"edge": halves.FeatureEdge(model.normalize, model.edge), "head": model.head}
         num_classes = model.head[-1][-1].out_features
-        return SplitParts(method, "classification", 1, None, None, wire, graphs, None, num_classes, module)
+        # VGG16's head ends in AdaptiveAvgPool2d((7, 7)), which ONNX exports for one input size only
+        fixed = module.hparams.image_size if module.hparams.trunk == "vgg16" else None
+        if fixed is not None and fixed % 224:
+            raise ValueError(
+                f"VGG16's head pools to 7×7, which ONNX exports only when the pool5 map is a multiple of 7: "
+                f"image_size={fixed} is not a multiple of 224"
+            )
+        return SplitParts(method, "classification", 1, None, None, wire, graphs, None, num_classes, module, fixed)
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
 
 
@@ -302,16 +310,18 @@ def export_parts(parts: SplitParts, out: Path) -> dict:
                 graphs["head"] = export_graph(head, (x + 0.5,), out / "head.onnx", ["image"], ["logits"], dynamic)
     else:
         edge, head = parts.graphs["edge"], parts.graphs["head"]
-        image = x + 0.5
+        fixed = parts.input_size is not None
+        image = torch.rand(1, 3, parts.input_size, parts.input_size) if fixed else x + 0.5
         with torch.no_grad():
             features = edge(image)
+        axes = (lambda name: {0: "batch"}) if fixed else _image_axes
         graphs["edge"] = export_graph(
             edge, (image,), out / "edge.onnx", ["image"], ["features"],
-            {"image": _image_axes("image"), "features": _image_axes("features")},
+            {"image": axes("image"), "features": axes("features")},
         )  # fmt: skip
         graphs["head"] = export_graph(
             head, (features,), out / "head.onnx", ["features"], ["logits"],
-            {"features": _image_axes("features"), "logits": {0: "batch"}},
+            {"features": axes("features"), "logits": {0: "batch"}},
         )  # fmt: skip
     return {"graphs": graphs, "states": states}
 
@@ -327,7 +337,7 @@ def torch_edge(parts: SplitParts, image: np.ndarray) -> bytes:
     """The stream the PyTorch model sends for ``image`` (uint8 (H, W, 3)), written by :mod:`coding`."""
     from coding import rnn_bitstream as rb
 
-    x = image_tensor(image)
+    x = image_tensor(prepare_image(image, {"input": {"size": parts.input_size and [parts.input_size] * 2}}))
     m = parts.torch_module
     size = tuple(x.shape[-2:])
     if parts.method == "rnn_compressor":
@@ -419,6 +429,8 @@ def export(
             "pad_to_multiple": 16 if parts.loop else None,
             "pad_mode": "replicate (bottom, right)" if parts.loop else None,
             "centre": 0.5 if parts.loop else None,
+            "size": [parts.input_size] * 2 if parts.input_size else None,
+            "resize": "Pillow bilinear to size" if parts.input_size else None,
         },
         "iterations": parts.iterations,
         "loop": parts.loop,

@@ -37,6 +37,24 @@ def image_input(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
 
 
+def prepare_image(image: np.ndarray, manifest: dict) -> np.ndarray:
+    """The edge's input image: resized (Pillow, bilinear) to the manifest's fixed ``input.size`` when
+    the network has one (VGG16's classifier head takes one feature size only), else unchanged."""
+    size = (manifest.get("input") or {}).get("size")
+    if not size or tuple(image.shape[:2]) == tuple(size):
+        return image
+    from PIL import Image
+
+    return np.array(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def run(graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run a session on the feeds it has inputs for (an exporter drops inputs a graph does not use,
+    e.g. ``recon`` of a one-shot decoder step)."""
+    names = {i.name for i in graph.get_inputs()}
+    return graph.run(None, {k: v for k, v in feeds.items() if k in names})
+
+
 def pad_to_multiple(x: np.ndarray, multiple: int = STRIDE) -> np.ndarray:
     """Replicate the bottom rows and right columns up to multiples of ``multiple`` (as the codec does)."""
     ph, pw = (-x.shape[-2]) % multiple, (-x.shape[-1]) % multiple
@@ -80,10 +98,10 @@ class EdgeRuntime:
         self.last_sent: np.ndarray | None = None
 
     def encode(self, image: np.ndarray) -> bytes:
-        x = image_input(image)
         m = self.manifest
+        x = image_input(prepare_image(image, m))
         if m["loop"] is None:
-            (features,) = self.session.run(["features"], {"image": x})
+            (features,) = run(self.session, {"image": x})
             self.last_sent = features
             return write_feature_stream(features, self.wire["settings"])
         height, width = x.shape[-2:]
@@ -96,7 +114,7 @@ class EdgeRuntime:
             recon = np.zeros_like(centred)
             names = list(enc) + list(dec)
             for _ in range(m["iterations"]):
-                out = self.session.run(None, {"target": centred, "recon": recon, **enc, **dec})
+                out = run(self.session, {"target": centred, "recon": recon, **enc, **dec})
                 codes.append(out[0])
                 recon = out[1]
                 states = dict(zip(names, out[2:], strict=True))
@@ -104,7 +122,7 @@ class EdgeRuntime:
         else:
             names = list(enc)
             for _ in range(m["iterations"]):
-                out = self.session.run(None, {"centred": centred, **enc})
+                out = run(self.session, {"centred": centred, **enc})
                 codes.append(out[0])
                 enc = dict(zip(names, out[1:], strict=True))
         self.last_sent = np.stack(codes)
@@ -125,20 +143,20 @@ class ServerRuntime:
     def decode(self, stream: bytes) -> np.ndarray:
         m = self.manifest
         if m["wire"]["format"] == "SCVF":
-            return self.head.run(None, {"features": read_feature_stream(stream)})[0]
+            return run(self.head, {"features": read_feature_stream(stream)})[0]
         codes, info = read_rnn_stream(stream, m["wire"]["codec"], self.max_pixels)
         if self.decoder is None:  # decoder removed: the codes go into the head
             if info.iterations != m["iterations"]:
                 raise ValueError(
                     f"this model classifies k={m['iterations']} iterations of codes; the stream has {info.iterations}"
                 )
-            return self.head.run(None, {"codes": codes})[0]
+            return run(self.head, {"codes": codes})[0]
         batch, _, h, w = codes.shape[1:]
         recon = np.zeros((batch, 3, h * STRIDE, w * STRIDE), np.float32)
         dec = zero_states(m["states"]["decoder"], batch, h * STRIDE, w * STRIDE)
         names = list(dec)
         for step in codes:
-            out = self.decoder.run(None, {"codes": step, "recon": recon, **dec})
+            out = run(self.decoder, {"codes": step, "recon": recon, **dec})
             recon = out[0]
             dec = dict(zip(names, out[1:], strict=True))
         image = np.clip(recon[..., : info.height, : info.width] + np.float32(0.5), 0, 1)
@@ -146,7 +164,7 @@ class ServerRuntime:
             return image
         if m["server_input"] == "uint8":
             image = np.round(image * np.float32(255)).astype(np.uint8).astype(np.float32) / np.float32(255)
-        return self.head.run(None, {"image": np.ascontiguousarray(image)})[0]
+        return run(self.head, {"image": np.ascontiguousarray(image)})[0]
 
     def predict(self, stream: bytes) -> dict:
         return prediction_of(self.decode(stream), self.manifest["task"])
