@@ -23,7 +23,11 @@ LIGHTNING_SUBCOMMANDS = {
 }
 OTHER_SUBCOMMANDS = {
     "search": "B-DCNN activation-bit search (Algorithm 1) over a validation subset: splitcv search --config ...",
+    "export": "A trained split model as ONNX halves (edge, server) + manifest.json: splitcv export CKPT --out DIR",
+    "serve": "Run the server half over TCP on 127.0.0.1 (ONNX Runtime, no Lightning): splitcv serve DIR",
+    "edge": "Run the edge half on images and send the wire bytes to a server: splitcv edge DIR IMAGES...",
 }
+DEPLOY_SUBCOMMANDS = ("export", "edge", "serve")
 
 
 def usage() -> str:
@@ -49,6 +53,11 @@ def main(args: list[str] | None = None) -> None:
     command = argv[0] if argv else None
     if command in (None, "-h", "--help"):
         print(usage())
+        return
+    if command in DEPLOY_SUBCOMMANDS:  # argparse and ONNX Runtime; edge and serve never import Lightning
+        from deploy.cli import main as deploy_main
+
+        deploy_main(argv)
         return
     if command == "search":
         from cli.search import run_search_command
