@@ -17,7 +17,10 @@ What this adds to plain LightningCLI (see docs/design.md, "Runs, resume, fine-tu
 - The fit's resolved config is ``config.yaml``; every later command writes ``config.<segment>.yaml``.
 - A command that fails before its first batch removes what it wrote (run directory, W&B offline run).
 - ``ModelCheckpoint(save_last=True)`` into ``<run>/checkpoints`` plus a periodic ``last.ckpt`` saver,
-  and the RNG state in every checkpoint, so ``--ckpt_path last`` continues exactly.
+  and the RNG state in every checkpoint, so ``--ckpt_path last`` continues exactly. Every checkpoint is
+  written atomically (``cli.checkpoint_io.AtomicCheckpointIO``: a temporary file beside it, fsynced, renamed),
+  so a kill during a save leaves the previous one whole, whatever ``$TMPDIR`` is; a fit removes the
+  ``*.partial-*`` files such a kill left, and ``last`` skips an incomplete file, naming it.
 - Under SLURM: Lightning's auto-requeue with a configurable signal; a requeued job (same command)
   resumes from the newest of its signal-time and periodic checkpoints, into the same run directory.
 - W&B: offline without credentials; run name, group and tags from ``run:``; the id persisted online.
@@ -39,9 +42,11 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from callbacks.epoch_metrics_line import EpochMetricsLine
 from callbacks.rng_state import RNGStateCheckpoint
+from cli.checkpoint_io import AtomicCheckpointIO, remove_partial_checkpoints
 from cli.noise import silence_known_noise
 from cli.parse_errors import concise_error, help_tip, unrecognized_with_suggestions
 from cli.run_directory import (
@@ -136,6 +141,9 @@ class _RunState:
         self.before = snapshot(run_dir)
         self.lock = RunLock(run_dir).acquire() if lock else None
         run_dir.mkdir(parents=True, exist_ok=True)
+        if lock:  # no live process writes here now: what a killed save left is garbage
+            for path in remove_partial_checkpoints(run_dir, checkpoint_dir(run_dir)):
+                print(f"[splitcv] removed {path}, left by a save that was interrupted", file=sys.stderr)
         self.progress = FirstBatchMarker()
 
     def abandon(self) -> None:
@@ -275,7 +283,8 @@ class SplitCVCLI(LightningCLI):
                 print(f"[splitcv] --ckpt_path last: nothing to resume in {where}; starting fresh", file=sys.stderr)
                 return run_dir
             missing = (
-                f"--ckpt_path last: no checkpoint in {where} (looked for checkpoints/last*.ckpt and hpc_ckpt_*.ckpt)."
+                f"--ckpt_path last: no complete checkpoint in {where} (looked for checkpoints/*.ckpt and "
+                "hpc_ckpt_*.ckpt)."
             )
             if subcommand == "fit":
                 raise NothingToResumeError(
@@ -374,6 +383,8 @@ class SplitCVCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         plugins = kwargs.pop("plugins", None) or self._get(self.config_init, "trainer", default={}).get("plugins")
         plugins = [] if plugins is None else plugins if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):  # checkpoints written atomically by default
+            plugins = [*plugins, AtomicCheckpointIO()]
         trainer = super().instantiate_trainer(plugins=[*plugins, *getattr(self, "extra_plugins", [])] or None, **kwargs)
         for logger in trainer.loggers:
             # Lightning always passes ``anonymous=None`` to wandb.init, and wandb >= 0.19 warns on every run that

@@ -19,13 +19,13 @@ import os
 import re
 import shutil
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
+from cli.checkpoint_io import checkpoint_problem
 from cli.run_lock import LOCK_FILE
 
 CONFIG_FILE = "config.yaml"
@@ -86,28 +86,24 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 
 def is_complete_checkpoint(path: Path) -> bool:
-    """Whether ``path`` is a whole ``torch.save`` archive (its zip directory reads back).
-
-    Lightning writes checkpoints in place, so a job killed mid-write leaves a truncated file; the
-    zip central directory sits at the end, so reading it catches truncation without loading tensors.
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return bool(archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
+    """Whether ``path`` is a whole ``torch.save`` archive (see :func:`cli.checkpoint_io.checkpoint_problem`)."""
+    return checkpoint_problem(path) is None
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The most recently written complete one of ``hpc_ckpt_*.ckpt`` and ``checkpoints/last*.ckpt``.
+    """The most recently written complete one of ``hpc_ckpt_*.ckpt`` and ``checkpoints/*.ckpt``.
 
-    Truncated files (a job killed while saving) are skipped with a warning on stderr.
+    Checkpoints are written atomically (``cli.checkpoint_io``), but a file written by another tool, a full
+    disk or a damaged disk can still be incomplete: such files are skipped with a warning on stderr naming
+    them and what is wrong, and the next newest complete one is taken.
     """
-    candidates = [*run_dir.glob("hpc_ckpt_*.ckpt"), *checkpoint_dir(run_dir).glob("last*.ckpt")]
+    candidates = [*run_dir.glob("hpc_ckpt_*.ckpt"), *checkpoint_dir(run_dir).glob("*.ckpt")]
     for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
-        if is_complete_checkpoint(path):
+        problem = checkpoint_problem(path)
+        if problem is None:
             return path
-        print(f"[splitcv] warning: skipping truncated checkpoint {path}", file=sys.stderr)
+        kind, _, detail = problem.partition(": ")
+        print(f"[splitcv] warning: skipping {kind} checkpoint {path}: {detail}", file=sys.stderr)
     return None
 
 

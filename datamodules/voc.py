@@ -15,6 +15,10 @@ in pixels of the resized image, "labels": int64 (N,) in 1..20 (0 is the backgrou
 (``x_min - 1, y_min - 1, x_max, y_max``). ``difficult`` objects are kept and flagged: the VOC
 evaluation ignores them; a training loss may skip them.
 
+A box with no width or height (``xmax < xmin`` in the XML's inclusive pixels), not finite, or wholly outside
+the image is an error naming the annotation file and the object (``python -m datamodules.check ROOT
+--dataset voc`` lists every one); ``skip_invalid_boxes`` leaves such objects out instead, logged and counted.
+
 Images whose annotation has no object are skipped in training sets (they teach a detector nothing
 and break some matchers) and kept in evaluation sets (false positives on them count); either way
 they are counted in ``dataset.empty_count`` and reported.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import ParseError
@@ -72,16 +77,31 @@ class VOCAnnotationError(ValueError):
     """An annotation file is malformed XML or lacks a field; the message names the file."""
 
 
-def read_annotation(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class InvalidObject:
+    """An annotated object whose box cannot be used: where it is (file, 1-based object number) and why."""
+
+    source: str
+    number: int
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: object {self.number} ({self.name}): {self.reason}"
+
+
+def read_annotation(
+    path: str | Path, skipped: list[InvalidObject] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes, labels and difficult flags of one VOC XML file (see :func:`annotation_to_arrays`).
 
     Raises:
-        VOCAnnotationError: the file is not well-formed XML, or an object lacks a name or a numeric box;
-            the message names the file.
+        VOCAnnotationError: the file is not well-formed XML, an object lacks a name or a numeric box, or
+            (unless ``skipped`` collects them) a box is invalid; the message names the file and the objects.
     """
     try:
         parsed = VOCDetection.parse_voc_xml(parse_xml(path).getroot())
-        return annotation_to_arrays(parsed, str(path))
+        return annotation_to_arrays(parsed, str(path), skipped)
     except ParseError as err:
         raise VOCAnnotationError(f"{path}: malformed XML: {err}") from err
     except (KeyError, TypeError, ValueError) as err:
@@ -99,25 +119,72 @@ def parse_split(split: str) -> tuple[str, str]:
     return year, image_set
 
 
-def annotation_to_arrays(annotation: dict[str, Any], source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def box_problem(xmin: float, ymin: float, xmax: float, ymax: float, size: tuple[float, float] | None) -> str | None:
+    """Why a VOC box (1-based inclusive pixel indices, as in the XML) cannot be trained on, or ``None``.
+
+    Its continuous extent is ``[xmin - 1, xmax] × [ymin - 1, ymax]``: a box needs ``xmax > xmin - 1`` and
+    ``ymax > ymin - 1`` (``xmax == xmin`` is a one-pixel-wide box, valid), finite values, and, when the
+    image ``size`` (width, height) is known, some part inside the image (boxes are clipped to it; one
+    wholly outside would be clipped to nothing). Such boxes otherwise stop training inside albumentations
+    with "x_max is less than or equal to x_min" and no file named.
+    """
+    values = np.array([xmin, ymin, xmax, ymax], dtype=np.float64)
+    if not np.isfinite(values).all():
+        return f"box ({xmin}, {ymin}, {xmax}, {ymax}) is not finite"
+    for axis, low, high in (("x", xmin, xmax), ("y", ymin, ymax)):
+        if high <= low - 1:
+            return f"{axis}max {high:g} < {axis}min {low:g}: the box has no {'width' if axis == 'x' else 'height'}"
+    if size is not None:
+        width, height = size
+        if xmin - 1 >= width or ymin - 1 >= height or xmax <= 0 or ymax <= 0:
+            return f"box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) lies outside the {width:g}×{height:g} image"
+    return None
+
+
+def _annotated_size(annotation: dict[str, Any]) -> tuple[float, float] | None:
+    try:
+        size = annotation["annotation"]["size"]
+        width, height = float(size["width"]), float(size["height"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (width, height) if width > 0 and height > 0 else None
+
+
+def annotation_to_arrays(
+    annotation: dict[str, Any], source: str, skipped: list[InvalidObject] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes (continuous pixels), labels (1..20) and difficult flags from a parsed VOC annotation.
 
     ``annotation`` is ``VOCDetection.parse_voc_xml``'s output. Raises ``ValueError`` naming ``source`` for
-    an unknown class name.
+    an unknown class name. Objects whose box is invalid (:func:`box_problem`, with the ``<size>`` of the
+    annotation) raise a :class:`VOCAnnotationError` naming ``source`` and every such object; with a
+    ``skipped`` list they are left out and appended to it instead.
     """
     objects = annotation["annotation"].get("object", [])
     if isinstance(objects, dict):
         objects = [objects]
-    boxes, labels, difficult = [], [], []
-    for obj in objects:
+    size = _annotated_size(annotation)
+    boxes, labels, difficult, invalid = [], [], [], []
+    for number, obj in enumerate(objects, start=1):
         name = obj["name"].strip()
         if name not in VOC_LABELS:
             raise VOCAnnotationError(f"{source}: unknown VOC class {name!r}")
         box = obj["bndbox"]
         x0, y0, x1, y1 = (float(box[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+        problem = box_problem(x0, y0, x1, y1, size)
+        if problem is not None:
+            invalid.append(InvalidObject(source, number, name, problem))
+            continue
         boxes.append([x0 - 1.0, y0 - 1.0, x1, y1])
         labels.append(VOC_LABELS[name])
         difficult.append(str(obj.get("difficult", "0")).strip() == "1")
+    if invalid and skipped is None:
+        details = "; ".join(f"object {o.number} ({o.name}): {o.reason}" for o in invalid)
+        raise VOCAnnotationError(
+            f"{source}: invalid box: {details} (VOC(skip_invalid_boxes=True) leaves such objects out)"
+        )
+    if skipped is not None:
+        skipped.extend(invalid)
     return (
         np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
         np.asarray(labels, dtype=np.int64),
@@ -134,9 +201,21 @@ class VOCDetectionDataset(VOCDetection):
         image_set: ``"train"``, ``"val"``, ``"trainval"`` (or ``"test"`` for 2007).
         transform: Bbox-aware albumentations pipeline (``detection_transforms``).
         skip_empty: Drop images whose annotation has no object (counted in ``empty_count``).
+        skip_invalid_boxes: Leave out objects whose box is invalid (:func:`box_problem`: no width or height,
+            not finite, or wholly outside the image), listed in ``invalid_objects`` and logged; an image left
+            with no object then counts as empty. Otherwise such a box is an error naming the file and object:
+            when the dataset is built, or, for a box outside the decoded image's real size, when it is loaded.
     """
 
-    def __init__(self, root: str, year: str, image_set: str, transform: A.Compose, skip_empty: bool) -> None:
+    def __init__(
+        self,
+        root: str,
+        year: str,
+        image_set: str,
+        transform: A.Compose,
+        skip_empty: bool,
+        skip_invalid_boxes: bool = False,
+    ) -> None:
         base = Path(root).expanduser() / "VOCdevkit" / f"VOC{year}"
         for required in (base / "Annotations", base / "JPEGImages", base / "ImageSets" / "Main" / f"{image_set}.txt"):
             if not required.exists():
@@ -144,23 +223,37 @@ class VOCDetectionDataset(VOCDetection):
         super().__init__(str(Path(root).expanduser()), year=year, image_set=image_set, download=False)
         self.transform = transform
         self.split = f"{year}-{image_set}"
+        self.skip_invalid_boxes = skip_invalid_boxes
         records = []
+        self.record_sources: list[tuple[str, np.ndarray]] = []  # per record: annotation file, object numbers
         self.empty_ids: list[str] = []
+        self.invalid_objects: list[InvalidObject] = []
         for image_path, annotation_path in zip(self.images, self.annotations, strict=True):
             if not Path(annotation_path).is_file():
                 raise VOCLayoutError(f"VOC {year} {image_set}: annotation {annotation_path} is missing")
-            boxes, labels, difficult = read_annotation(annotation_path)
+            skipped: list[InvalidObject] | None = [] if skip_invalid_boxes else None
+            boxes, labels, difficult = read_annotation(annotation_path, skipped)
+            if skipped:
+                self.invalid_objects += skipped
             if len(labels) == 0:
                 self.empty_ids.append(Path(annotation_path).stem)
                 if skip_empty:
                     continue
+            dropped = {o.number for o in skipped or []}
+            numbers = [n for n in range(1, len(labels) + len(dropped) + 1) if n not in dropped]
             records.append((image_path, boxes, labels, difficult))
+            self.record_sources.append((annotation_path, np.asarray(numbers, dtype=np.int64)))
         self.records = records
         self.image_loader: Callable[[str], np.ndarray] = load_rgb  # swapped for decoded images by some methods
         self.empty_count = len(self.empty_ids)
         if self.empty_count:
             action = "skipped" if skip_empty else "kept"
             log.warning("VOC %s: %d annotation(s) with no object %s", self.split, self.empty_count, action)
+        if self.invalid_objects:
+            log.warning(
+                "VOC %s: %d object(s) with an invalid box left out (skip_invalid_boxes), e.g. %s",
+                self.split, len(self.invalid_objects), self.invalid_objects[0],
+            )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.records)
@@ -169,12 +262,33 @@ class VOCDetectionDataset(VOCDetection):
         """The source image file of each item, in order (their sizes are the data actually stored)."""
         return [Path(record[0]) for record in self.records]
 
+    def _inside_image(self, index: int, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Which boxes keep an area once clipped to the decoded ``width`` × ``height`` image; the others are an
+        error naming the annotation file and object, or (``skip_invalid_boxes``) logged and left out."""
+        clipped = np.clip(boxes, 0, [width, height, width, height])
+        keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+        if keep.all():
+            return keep
+        source, numbers = self.record_sources[index]
+        outside = [
+            f"object {numbers[i]}: box ({', '.join(f'{v:g}' for v in boxes[i])}) lies outside the {width}×{height} "
+            "image"
+            for i in np.flatnonzero(~keep)
+        ]  # fmt: skip
+        if not self.skip_invalid_boxes:
+            raise VOCAnnotationError(
+                f"{source}: invalid box: {'; '.join(outside)} (VOC(skip_invalid_boxes=True) leaves such objects out)"
+            )
+        log.warning("VOC %s: %s: left out %s", self.split, source, "; ".join(outside))
+        return keep
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image_path, boxes, labels, difficult = self.records[index]
         image = self.image_loader(image_path)
         height, width = image.shape[:2]
-        boxes = np.clip(boxes, 0, [width, height, width, height])
-        out = self.transform(image=image, bboxes=boxes, labels=labels, difficult=difficult)
+        keep = self._inside_image(index, boxes, width, height)
+        boxes = np.clip(boxes[keep], 0, [width, height, width, height])
+        out = self.transform(image=image, bboxes=boxes, labels=labels[keep], difficult=difficult[keep])
         target = {
             "boxes": torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)),
             "labels": torch.as_tensor(np.asarray(out["labels"], dtype=np.int64).reshape(-1)),
@@ -198,6 +312,10 @@ class VOC(LightningDataModule):
         seed: Kept for a uniform interface and saved in the config; the splits are the official ones.
         pin_memory: Pin batches in page-locked memory.
         persistent_workers: Keep workers alive between epochs (only used when ``num_workers > 0``).
+        skip_invalid_boxes: Leave out objects whose box has no width or height, is not finite or lies wholly
+            outside the image (logged with file and object, counted by :meth:`invalid_box_count`); by default
+            such a box is an error naming the annotation file and object, raised when the dataset is built.
+            ``python -m datamodules.check ROOT --dataset voc`` lists them all.
     """
 
     def __init__(
@@ -213,6 +331,7 @@ class VOC(LightningDataModule):
         seed: int = 0,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        skip_invalid_boxes: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -229,6 +348,7 @@ class VOC(LightningDataModule):
         self.seed = seed
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        self.skip_invalid_boxes = skip_invalid_boxes
         self.num_classes = len(VOC_CLASSES) + 1  # with the background
         self.class_names = ["background", *VOC_CLASSES]
         self.train_set: Dataset | None = None
@@ -246,7 +366,11 @@ class VOC(LightningDataModule):
                 if train and self.augment
                 else detection_eval_transform(self.image_size)
             )
-            parts.append(VOCDetectionDataset(self.root, year, image_set, transform, skip_empty=train))
+            parts.append(
+                VOCDetectionDataset(
+                    self.root, year, image_set, transform, skip_empty=train, skip_invalid_boxes=self.skip_invalid_boxes
+                )
+            )
         return ConcatDataset(parts)
 
     @staticmethod
@@ -255,6 +379,13 @@ class VOC(LightningDataModule):
         if not isinstance(dataset, ConcatDataset):
             return 0
         return sum(getattr(d, "empty_count", 0) for d in dataset.datasets)
+
+    @staticmethod
+    def invalid_box_count(dataset: Dataset | None) -> int:
+        """Objects left out of ``dataset`` for an invalid box when it was built (``skip_invalid_boxes``)."""
+        if not isinstance(dataset, ConcatDataset):
+            return 0
+        return sum(len(getattr(d, "invalid_objects", [])) for d in dataset.datasets)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", None) and self.train_set is None:

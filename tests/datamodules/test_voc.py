@@ -213,3 +213,97 @@ def test_unreadable_image_names_the_file(voc_root: Path, tmp_path: Path) -> None
     dm.setup("validate")
     with pytest.raises(UnreadableImageError, match="000013.jpg"):
         dm.val_set[0]
+
+
+def set_box(xml: Path, number: int, **values: int) -> str:
+    """Rewrite box fields of object ``number`` (1-based) of a VOC XML file; return its class name."""
+    tree = ET.parse(xml)
+    obj = tree.getroot().findall("object")[number - 1]
+    for key, value in values.items():
+        obj.find(f"bndbox/{key}").text = str(value)
+    tree.write(xml)
+    return obj.findtext("name")
+
+
+@pytest.fixture
+def bad_boxes_root(voc_root: Path, tmp_path: Path) -> tuple[Path, list[tuple[Path, int, str]]]:
+    """The fixture with two invalid boxes in VOC2007 trainval: x_max < x_min, and a box right of the image."""
+    root = tmp_path / "bad_boxes"
+    shutil.copytree(voc_root, root)
+    annotations = root / "VOCdevkit" / "VOC2007" / "Annotations"
+    first, second = annotations / "000002.xml", annotations / "000005.xml"
+    xmin = int(ET.parse(first).getroot().findtext("object/bndbox/xmin"))
+    bad = [(first, 1, set_box(first, 1, xmax=xmin - 3))]  # continuous width -2
+    width = int(ET.parse(second).getroot().findtext("size/width"))
+    bad.append((second, 1, set_box(second, 1, xmin=width + 5, xmax=width + 20)))
+    return root, bad
+
+
+def test_check_reports_invalid_boxes_by_file_and_object(bad_boxes_root, capsys) -> None:
+    from datamodules.check import main
+
+    root, bad = bad_boxes_root
+    assert main([str(root), "--dataset", "voc", "--workers", "0"]) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if line]
+    assert len(lines) == 2  # exactly the two corrupted objects
+    (first, _, name1), (second, _, name2) = bad
+    assert lines[0].startswith(f"{first}: invalid box: object 1 ({name1}): xmax") and "has no width" in lines[0]
+    assert lines[1].startswith(f"{second}: invalid box: object 1 ({name2}): box") and "outside the" in lines[1]
+
+
+def test_training_names_the_file_and_object_of_an_invalid_box(bad_boxes_root) -> None:
+    from datamodules.voc import VOCAnnotationError
+
+    root, [(first, _, name), _] = bad_boxes_root
+    with pytest.raises(VOCAnnotationError, match=rf"{first}: invalid box: object 1 \({name}\): xmax"):
+        make(root, train_splits=["2007-trainval"]).setup("fit")
+
+
+def test_skip_invalid_boxes_leaves_those_objects_out_and_counts_them(bad_boxes_root, voc_root: Path) -> None:
+    root, bad = bad_boxes_root
+    dm = make(root, train_splits=["2007-trainval"], skip_invalid_boxes=True)
+    dm.setup("fit")
+    clean = make(voc_root, train_splits=["2007-trainval"])
+    clean.setup("fit")
+    assert VOC.invalid_box_count(dm.train_set) == 2 and VOC.invalid_box_count(clean.train_set) == 0
+    dataset, reference = dm.train_set.datasets[0], clean.train_set.datasets[0]
+    assert [(str(o.source), o.number, o.name) for o in dataset.invalid_objects] == [(str(p), n, c) for p, n, c in bad]
+    n_objects = lambda d: sum(len(r[2]) for r in d.records)  # noqa: E731
+    assert n_objects(dataset) == n_objects(reference) - 2
+    for index in range(len(dataset)):  # albumentations sees no invalid box
+        dataset[index]
+
+
+def test_a_box_outside_the_decoded_image_is_named_when_loaded(voc_root: Path, tmp_path: Path) -> None:
+    # the XML's <size> says 1000 wide, so parsing accepts the box; the real image is narrower
+    from datamodules.voc import VOCAnnotationError
+
+    root = tmp_path / "lying_size"
+    shutil.copytree(voc_root, root)
+    xml = root / "VOCdevkit" / "VOC2007" / "Annotations" / "000013.xml"  # first test image
+    tree = ET.parse(xml)
+    tree.getroot().find("size/width").text = "1000"
+    tree.write(xml)
+    name = set_box(xml, 1, xmin=900, xmax=950)
+    dm = make(root)
+    dm.setup("validate")
+    with pytest.raises(VOCAnnotationError, match=rf"{xml}: invalid box: object 1: box \(899, .* lies outside the"):
+        dm.val_set[0]
+    skipping = make(root, skip_invalid_boxes=True)
+    skipping.setup("validate")
+    _, target = skipping.val_set[0]
+    objects = ET.parse(xml).getroot().findall("object")
+    assert objects[0].findtext("name") == name and len(target["labels"]) == len(objects) - 1
+
+
+def test_a_one_pixel_wide_box_is_valid(voc_root: Path, tmp_path: Path) -> None:
+    # VOC boxes are inclusive: xmax == xmin is one pixel wide (continuous [xmin - 1, xmax]), not an error
+    root = tmp_path / "thin"
+    shutil.copytree(voc_root, root)
+    xml = root / "VOCdevkit" / "VOC2007" / "Annotations" / "000001.xml"
+    xmin = int(ET.parse(xml).getroot().findtext("object/bndbox/xmin"))
+    set_box(xml, 1, xmax=xmin)
+    dm = make(root, train_splits=["2007-trainval"], augment=False)
+    dm.setup("fit")
+    _, target = dm.train_set[0]
+    assert VOC.invalid_box_count(dm.train_set) == 0 and len(target["boxes"]) >= 1
