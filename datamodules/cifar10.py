@@ -17,10 +17,10 @@ Keep the default ``True`` for real data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-import albumentations as A
 import numpy as np
 import torch
 from lightning import LightningDataModule
@@ -34,6 +34,9 @@ from datamodules.classification_transforms import (
 from datamodules.loaders import recognition_loader
 
 CIFAR10_FILES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
+
+
+Pipeline = Callable[..., dict]  # an albumentations pipeline (imported where one is built: seconds of start-up)
 
 
 class CIFAR10WithoutChecksums(TorchvisionCIFAR10):
@@ -54,7 +57,7 @@ class CIFAR10Split(Dataset):
     Items are ``(image float32 (3, H, W) in [0, 1], label int)``.
     """
 
-    def __init__(self, data: np.ndarray, targets: list[int], indices: np.ndarray, transform: A.Compose) -> None:
+    def __init__(self, data: np.ndarray, targets: list[int], indices: np.ndarray, transform: Pipeline) -> None:
         self.data = data
         self.targets = targets
         self.indices = np.asarray(indices, dtype=np.int64)

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import albumentations as A
 import numpy as np
 import torch
 from lightning import LightningDataModule
@@ -58,6 +57,8 @@ from datamodules.loaders import recognition_loader
 
 Layout = Literal["ilsvrc", "folders"]
 Mode = Literal["classify", "patches"]
+
+Pipeline = Callable[..., dict]  # an albumentations pipeline (imported where one is built: seconds of start-up)
 
 LAYOUT_HELP = {
     "ilsvrc": (
@@ -200,7 +201,7 @@ class ImageNetSubsetDataset(Dataset):
     def __init__(
         self,
         samples: Sequence[Sample],
-        transform: A.Compose,
+        transform: Pipeline,
         class_names: Sequence[str],
         skipped: SkippedImages | None = None,
     ) -> None:
@@ -317,7 +318,7 @@ class ImageNetSubset(LightningDataModule):
         self.train_set: ImageNetSubsetDataset | None = None
         self.val_set: ImageNetSubsetDataset | None = None
 
-    def train_pipeline(self) -> A.Compose:
+    def train_pipeline(self) -> Pipeline:
         """The training augmentation of the current ``mode``."""
         if self.mode == "patches":
             return patch_transform(self.patch_size)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import skimage.data
 
 from datamodules.compressor_data import CompressorDataModule
 from datamodules.patch_datasets import RandomPatchDataset, WholeImageDataset
@@ -37,6 +36,8 @@ def load_sample_photo(name: str) -> np.ndarray:
     """One bundled photo as uint8 (H, W, 3)."""
     if name not in SAMPLE_PHOTOS:
         raise ValueError(f"unknown sample photo {name!r}; available: {', '.join(SAMPLE_PHOTOS)}")
+    import skimage.data  # seconds of start-up: only when a photo is read
+
     image = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)

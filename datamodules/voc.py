@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import ParseError
 
-import albumentations as A
 import numpy as np
 import torch
 from lightning import LightningDataModule
@@ -50,9 +49,10 @@ except ImportError:  # torchvision does the same
     from xml.etree.ElementTree import parse as parse_xml
 
 from datamodules.detection_collate import detection_collate
-from datamodules.detection_transforms import detection_eval_transform, ssd_train_transform
 from datamodules.image_io import load_rgb
 from datamodules.loaders import recognition_loader
+
+Pipeline = Callable[..., dict]  # an albumentations pipeline (imported where one is built: seconds of start-up)
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class VOCDetectionDataset(VOCDetection):
         root: str,
         year: str,
         image_set: str,
-        transform: A.Compose,
+        transform: Pipeline,
         skip_empty: bool,
         skip_invalid_boxes: bool = False,
     ) -> None:
@@ -356,6 +356,8 @@ class VOC(LightningDataModule):
         self.test_set: Dataset | None = None
 
     def _concat(self, splits: list[str], train: bool) -> ConcatDataset:
+        from datamodules.detection_transforms import detection_eval_transform, ssd_train_transform  # albumentations
+
         if not Path(self.root).expanduser().is_dir():
             raise VOCLayoutError(f"VOC root {self.root} does not exist; {LAYOUT_HELP}")
         parts = []
