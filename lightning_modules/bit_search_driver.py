@@ -66,6 +66,14 @@ def _validate(trainer: L.Trainer, search: BitSearch, data: Any, task: dict) -> d
     return search.result
 
 
+def _write_once(trainer: L.Trainer, path: Path, data: Any) -> None:
+    """Write on global rank 0 only (every rank measured the same reduced counts), then wait until it is on disk
+    so that every rank reads back the same file."""
+    if trainer.is_global_zero:
+        write_json(path, data)
+    trainer.strategy.barrier("bit_search_write")
+
+
 def table_file(out: Path, i: int, name: str) -> Path:
     """Where pair table T^{i+1} of layer ``name`` is saved."""
     return out / "tables" / f"T{i + 1}_{name.replace('.', '_')}.json"
@@ -112,7 +120,9 @@ class _Tables:
             )
         entries = table_entries(result["correct"], result["total"], rows, search.bit_range, row_field)
         counts = _counts(result, len(entries), search.runner.layers_per_forward, started)
-        write_json(path, {"fingerprint": self.fingerprint, "layer": layer, "entries": entries, "counts": counts})
+        _write_once(
+            self.trainer, path, {"fingerprint": self.fingerprint, "layer": layer, "entries": entries, "counts": counts}
+        )
         self.measured += 1
 
     def _read(self, path: Path, name: str, expected: set, key_fields: tuple[str, str]) -> dict:
@@ -184,7 +194,7 @@ def run_search(
         total = result["total"]
         acc = (100.0 * result["correct"].double() / total).tolist()
         state["reference"] = {"float": acc[0], "decomposed": acc[1], "images": total}
-        write_json(out / "state.json", state)
+        _write_once(trainer, out / "state.json", state)
     reference = state["reference"][search.hparams.reference]
     store = _Tables(search, datamodule, trainer, out, state, stop_after_tables)
     tables: dict[str, list[dict[PairKey, float]]] = {}
@@ -303,7 +313,8 @@ def _finish(search, data, trainer, out: Path, state: dict, tables, counts, refer
         "settings": {k: hp[k] for k in ("walk", "context", "reference", "allowed_drops", "uniform_bits")}
         | {"readings": list(search.readings)},
     }
-    write_json(out / "search.json", summary)
-    write_report(summary, out)
-    log_wandb(trainer, summary, out)
+    _write_once(trainer, out / "search.json", summary)
+    if trainer.is_global_zero:
+        write_report(summary, out)
+        log_wandb(trainer, summary, out)
     return summary
