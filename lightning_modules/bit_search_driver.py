@@ -197,17 +197,19 @@ def run_search(
         _write_once(trainer, out / "state.json", state)
     reference = state["reference"][search.hparams.reference]
     store = _Tables(search, datamodule, trainer, out, state, stop_after_tables)
+    layer_acc: list[dict[int, float]] | None = None
     tables: dict[str, list[dict[PairKey, float]]] = {}
     try:
         for reading in search.readings:
             if reading == "layer_drops":
-                tables[reading] = tables_from_layer_drops(store.layer_accuracy(), reference)
+                layer_acc = store.layer_accuracy()
+                tables[reading] = tables_from_layer_drops(layer_acc, reference)
             else:
                 tables[reading] = [store.pair_table(i) for i in range(len(search.layer_names))]
     except _Interrupted:
         return state
     timer = find_network_timer() if network_timer is True else (network_timer or None)
-    return _finish(search, datamodule, trainer, out, state, tables, store.counts, reference, timer)
+    return _finish(search, datamodule, trainer, out, state, tables, store.counts, reference, timer, layer_acc)
 
 
 def _total_counts(counts: dict[str, dict]) -> dict:
@@ -231,7 +233,7 @@ def network_ms(
     return bitserial, floats
 
 
-def _finish(search, data, trainer, out: Path, state: dict, tables, counts, reference: float, timer) -> dict:
+def _finish(search, data, trainer, out: Path, state: dict, tables, counts, reference: float, timer, layer_acc) -> dict:
     hp, names = search.hparams, search.layer_names
     drops = list(hp.allowed_drops or DEFAULT_DROPS)
     uniform = list(hp.uniform_bits or range(hp.min_bits, hp.max_bits + 1))
@@ -283,6 +285,8 @@ def _finish(search, data, trainer, out: Path, state: dict, tables, counts, refer
             if c is not None:
                 predicted = predicted_accuracy(tables[reading], c)
                 row |= describe(tuple(c), tables[reading]) | {"predicted_accuracy": predicted}
+                if layer_acc is not None:  # every layer's drop from A added up over the whole network
+                    row["predicted_additive"] = reference - sum(reference - layer_acc[i][q] for i, q in enumerate(c))
             rows.append(row)
         by_reading[reading] = rows
     primary = search.readings[0]
