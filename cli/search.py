@@ -27,7 +27,7 @@ def search_main(argv: list[str]) -> dict | None:
     if secondary and saved_env is not None:  # a process Lightning launched: rank 0 has decided
         run_dir, state = Path(saved_env), None
     else:
-        run_dir = search_run_dir(RunConfig(**cfg.run.as_dict()), cfg.resume)
+        run_dir, cfg.resume = search_run_dir(RunConfig(**cfg.run.as_dict()), cfg.resume)
         os.environ[RUN_DIR_ENV] = str(run_dir)
         state = None if secondary else _RunState(run_dir, "search", lock=True)
     print(f"[splitcv] run directory: {run_dir}", file=sys.stderr)

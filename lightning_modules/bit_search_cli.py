@@ -13,6 +13,8 @@ Files: ``<run>/search_config.yaml`` (the resolved config; ``search_config.resume
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,30 +53,40 @@ def build_parser():
     return parser
 
 
-def search_run_dir(run: RunConfig, resume: bool) -> Path:
-    """The run directory, every refusal made here before any work.
+def search_run_dir(run: RunConfig, resume: bool, environ=None) -> tuple[Path, bool]:
+    """The run directory and whether to resume, every refusal made here before any work.
 
-    Without ``--resume``: :func:`resolve_run_dir`; a directory that already holds a run is refused. With it:
-    ``--run.id`` (or the SLURM job's run) must hold ``search/state.json``; without an id, the newest run of
-    that name holding one.
+    Without ``--resume``: :func:`resolve_run_dir`; a directory that already holds a run is refused — except
+    for a requeued SLURM job (``SLURM_RESTART_COUNT`` > 0): it resumes the search its run holds by itself, or
+    starts afresh when the earlier segment saved none, like a requeued ``fit``. With ``--resume``: ``--run.id`` (or the SLURM job's run) must hold
+    ``search/state.json``; without an id, the newest run of that name holding one.
     """
+    environ = os.environ if environ is None else environ
     run_dir = resolve_run_dir(run, MODEL_CLASS)
+    saved = run_dir / "search" / "state.json"
     if not resume:
-        if has_run(run_dir):
+        requeued = slurm_run_id(environ) is not None and int(environ.get("SLURM_RESTART_COUNT") or 0) > 0
+        if requeued and saved.is_file():
+            print(
+                f"[splitcv] SLURM job {slurm_run_id(environ)} requeued: resuming the search in {run_dir}",
+                file=sys.stderr,
+            )
+            return run_dir, True
+        if has_run(run_dir) and not requeued:  # a requeued job with no table yet starts afresh, as fit does
             raise SearchStateError(
                 f"{run_dir} already holds a run; continue its search with --resume true"
                 f"{'' if run.id else ' --run.id ' + run_dir.name}, or start another with a new --run.id "
                 "(or none: a timestamp)"
             )
-        return run_dir
-    if run.id is None and slurm_run_id() is None:
+        return run_dir, False
+    if run.id is None and slurm_run_id(environ) is None:
         found = sorted(run_dir.parent.glob("*/search/state.json"), key=lambda p: p.stat().st_mtime)
         if not found:
             raise SearchStateError(f"--resume: nothing to resume under {run_dir.parent} (no */search/state.json)")
-        return found[-1].parent.parent
-    if not (run_dir / "search" / "state.json").is_file():
-        raise SearchStateError(f"--resume: nothing to resume: {run_dir / 'search' / 'state.json'} does not exist")
-    return run_dir
+        return found[-1].parent.parent, True
+    if not saved.is_file():
+        raise SearchStateError(f"--resume: nothing to resume: {saved} does not exist")
+    return run_dir, True
 
 
 def config_name(run_dir: Path, resume: bool) -> str:

@@ -66,6 +66,14 @@ def _validate(trainer: L.Trainer, search: BitSearch, data: Any, task: dict) -> d
     return search.result
 
 
+def _write_once(trainer: L.Trainer, path: Path, data: Any) -> None:
+    """Write on global rank 0 only (every rank measured the same reduced counts), then wait until it is on disk
+    so that every rank reads back the same file."""
+    if trainer.is_global_zero:
+        write_json(path, data)
+    trainer.strategy.barrier("bit_search_write")
+
+
 def table_file(out: Path, i: int, name: str) -> Path:
     """Where pair table T^{i+1} of layer ``name`` is saved."""
     return out / "tables" / f"T{i + 1}_{name.replace('.', '_')}.json"
@@ -112,7 +120,9 @@ class _Tables:
             )
         entries = table_entries(result["correct"], result["total"], rows, search.bit_range, row_field)
         counts = _counts(result, len(entries), search.runner.layers_per_forward, started)
-        write_json(path, {"fingerprint": self.fingerprint, "layer": layer, "entries": entries, "counts": counts})
+        _write_once(
+            self.trainer, path, {"fingerprint": self.fingerprint, "layer": layer, "entries": entries, "counts": counts}
+        )
         self.measured += 1
 
     def _read(self, path: Path, name: str, expected: set, key_fields: tuple[str, str]) -> dict:
@@ -184,20 +194,22 @@ def run_search(
         total = result["total"]
         acc = (100.0 * result["correct"].double() / total).tolist()
         state["reference"] = {"float": acc[0], "decomposed": acc[1], "images": total}
-        write_json(out / "state.json", state)
+        _write_once(trainer, out / "state.json", state)
     reference = state["reference"][search.hparams.reference]
     store = _Tables(search, datamodule, trainer, out, state, stop_after_tables)
+    layer_acc: list[dict[int, float]] | None = None
     tables: dict[str, list[dict[PairKey, float]]] = {}
     try:
         for reading in search.readings:
             if reading == "layer_drops":
-                tables[reading] = tables_from_layer_drops(store.layer_accuracy(), reference)
+                layer_acc = store.layer_accuracy()
+                tables[reading] = tables_from_layer_drops(layer_acc, reference)
             else:
                 tables[reading] = [store.pair_table(i) for i in range(len(search.layer_names))]
     except _Interrupted:
         return state
     timer = find_network_timer() if network_timer is True else (network_timer or None)
-    return _finish(search, datamodule, trainer, out, state, tables, store.counts, reference, timer)
+    return _finish(search, datamodule, trainer, out, state, tables, store.counts, reference, timer, layer_acc)
 
 
 def _total_counts(counts: dict[str, dict]) -> dict:
@@ -221,7 +233,7 @@ def network_ms(
     return bitserial, floats
 
 
-def _finish(search, data, trainer, out: Path, state: dict, tables, counts, reference: float, timer) -> dict:
+def _finish(search, data, trainer, out: Path, state: dict, tables, counts, reference: float, timer, layer_acc) -> dict:
     hp, names = search.hparams, search.layer_names
     drops = list(hp.allowed_drops or DEFAULT_DROPS)
     uniform = list(hp.uniform_bits or range(hp.min_bits, hp.max_bits + 1))
@@ -273,6 +285,8 @@ def _finish(search, data, trainer, out: Path, state: dict, tables, counts, refer
             if c is not None:
                 predicted = predicted_accuracy(tables[reading], c)
                 row |= describe(tuple(c), tables[reading]) | {"predicted_accuracy": predicted}
+                if layer_acc is not None:  # every layer's drop from A added up over the whole network
+                    row["predicted_additive"] = reference - sum(reference - layer_acc[i][q] for i, q in enumerate(c))
             rows.append(row)
         by_reading[reading] = rows
     primary = search.readings[0]
@@ -303,7 +317,8 @@ def _finish(search, data, trainer, out: Path, state: dict, tables, counts, refer
         "settings": {k: hp[k] for k in ("walk", "context", "reference", "allowed_drops", "uniform_bits")}
         | {"readings": list(search.readings)},
     }
-    write_json(out / "search.json", summary)
-    write_report(summary, out)
-    log_wandb(trainer, summary, out)
+    _write_once(trainer, out / "search.json", summary)
+    if trainer.is_global_zero:
+        write_report(summary, out)
+        log_wandb(trainer, summary, out)
     return summary

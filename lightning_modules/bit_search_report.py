@@ -25,14 +25,14 @@ def write_report(summary: dict, out: Path) -> None:
     """``bit_search_table.md``/``.csv``: one row per layer of every searched configuration (each reading, each
     D) and uniform Q, then its total (predicted and measured accuracy, BOPs, summed layer ms, whole-network
     ms); ``figure3.png`` (:func:`figure3`)."""
-    header = ["config", "layer", "k", "Q", "predicted", "accuracy", "BOPs", "ms", "network ms"]
+    header = ["config", "layer", "k", "Q", "predicted", "predicted ΣA", "accuracy", "BOPs", "ms", "network ms"]
     rows = []
     metric = summary["metric"]
     entries = [(f"D={r['allowed_drop']:g} ({reading})", r) for reading, rs in _readings(summary).items() for r in rs]
     entries += [(f"uniform Q={r['uniform_bits']}", r) for r in summary["uniform"]]
     for label, entry in entries:
         if "bits" not in entry:
-            rows.append([label, "infeasible", "", "", "", "", "", "", ""])
+            rows.append([label, "infeasible", "", "", "", "", "", "", "", ""])
             continue
         for lay in entry["layers"]:
             rows.append(
@@ -43,21 +43,24 @@ def write_report(summary: dict, out: Path) -> None:
                     lay["bits"],
                     _fmt(lay["table_accuracy"], ".2f"),
                     "",
+                    "",
                     lay["bops"],
                     _fmt(lay["ms"], ".3f"),
                     "",
                 ]  # fmt: skip
             )
         rows.append(
-            [label, "total", "", "", _fmt(entry.get("predicted_accuracy"), ".2f"), f"{entry['accuracy']:.2f}",
-             int(round(entry["gbops"] * 1e9)), _fmt(entry["ms"], ".3f"), _fmt(entry.get("network_ms"), ".3f")]
+            [label, "total", "", "", _fmt(entry.get("predicted_accuracy"), ".2f"),
+             _fmt(entry.get("predicted_additive"), ".2f"), f"{entry['accuracy']:.2f}", int(round(entry["gbops"] * 1e9)),
+             _fmt(entry["ms"], ".3f"), _fmt(entry.get("network_ms"), ".3f")]
         )  # fmt: skip
     float_ms = summary.get("float_network_ms")
     lines = [
         f"R = {summary['R']:.2f} % {metric} ({summary['reference_used']}; float {summary['reference']['float']:.2f} %, "
         f"decomposed {summary['reference']['decomposed']:.2f} %, {summary['images']} images). Per-layer "
         "'predicted': the table entry S of the layer's pair in that reading (uniform Q: the measured pair table); "
-        "total 'predicted': the lowest S along the chosen pairs (the paper's 提案手法*), 'accuracy': measured with "
+        "total 'predicted': the lowest S along the chosen pairs (the paper's 提案手法*); 'predicted ΣA' (layer_drops): "
+        "R minus every layer's drop from A; 'accuracy': measured with "
         "every layer at its Q. 'ms': the searched layers' bit-serial kernels summed; 'network ms': the whole "
         f"network bit-serially, batch 1 (float network: {_fmt(float_ms, '.3f') or 'not measured'} ms).",
         "",

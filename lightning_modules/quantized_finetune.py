@@ -31,10 +31,20 @@ from models.bdcnn_networks import Arch, build_classifier
 from models.binary_decomposition import Method
 
 
-def bits_from_search(path: str | Path, allowed_drop: float) -> dict[str, int]:
-    """The per-layer Q that the bit search chose for ``allowed_drop`` (its ``search.json``)."""
-    summary = json.loads(Path(path).read_text())
-    rows = {float(r["allowed_drop"]): r for r in summary["searched"]}
+def bits_from_search(path: str | Path, allowed_drop: float, reading: str | None = None) -> dict[str, int]:
+    """The per-layer Q that the bit search chose for ``allowed_drop`` (its ``search.json``), in ``reading``
+    (``layer_drops`` or ``measured_pairs``; default: the search's first reading, its ``searched`` rows)."""
+    try:
+        summary = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read the bit search's results ({err})") from err
+    if reading is None:
+        searched = summary["searched"]
+    elif reading in summary.get("readings", {}):
+        searched = summary["readings"][reading]
+    else:
+        raise ValueError(f"{path} has no reading {reading!r}; it has {sorted(summary.get('readings', {}))}")
+    rows = {float(r["allowed_drop"]): r for r in searched}
     if float(allowed_drop) not in rows:
         raise ValueError(f"{path} has no search for allowed_drop={allowed_drop}; it has {sorted(rows)}")
     row = rows[float(allowed_drop)]
@@ -68,6 +78,8 @@ class QuantizedFinetune(L.LightningModule):
         bits: Q for every decomposed layer, or per name; ignored when ``bits_from`` is given.
         bits_from: ``search.json`` of a bit search; with ``allowed_drop`` it gives the per-layer Q.
         allowed_drop: which D of ``bits_from`` to take.
+        bits_reading: which reading's choice to take (``layer_drops``: S predicted from A, the paper's;
+            ``measured_pairs``); default: the search's first reading.
         train_coefficients: train the decomposition's real coefficients too (bases stay ±1).
         optimizer: ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
         lr: learning rate (cosine decay over ``trainer.estimated_stepping_batches``).
@@ -92,6 +104,7 @@ class QuantizedFinetune(L.LightningModule):
         bits: int | dict[str, int] | None = None,
         bits_from: str | None = None,
         allowed_drop: float | None = None,
+        bits_reading: Literal["layer_drops", "measured_pairs"] | None = None,
         train_coefficients: bool = False,
         optimizer: Literal["adamw", "sgd"] = "adamw",
         lr: float = 1e-3,
@@ -108,7 +121,7 @@ class QuantizedFinetune(L.LightningModule):
         self.model = network
         if convert:
             names = selected_layers(network, layers)
-            chosen = bits_from_search(bits_from, allowed_drop) if bits_from else bits
+            chosen = bits_from_search(bits_from, allowed_drop, bits_reading) if bits_from else bits
             if isinstance(chosen, dict):
                 missing = sorted(set(names) - set(chosen))
                 if missing:

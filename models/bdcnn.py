@@ -268,24 +268,31 @@ def set_bits(model: nn.Module, bits: int | None | Mapping[str, int | None]) -> N
             layer.bits = bits
 
 
-def input_shapes(model: nn.Module, example: Tensor) -> dict[str, tuple[int, ...]]:
-    """The (unpadded) input shape of every decomposed layer for ``example`` (batch dim dropped)."""
-    shapes: dict[str, tuple[int, ...]] = {}
+def layer_inputs(model: nn.Module, example: Tensor, names: Sequence[str] | None = None) -> dict[str, Tensor]:
+    """The (unpadded) input of each decomposed layer (or of those ``names``) for ``example``, as the model's
+    current bits make it (detached; the first call of a layer called twice)."""
+    captured: dict[str, Tensor] = {}
 
     def record(name: str):
         def hook(module: nn.Module, args: tuple) -> None:
-            shapes.setdefault(name, tuple(args[0].shape[1:]))
+            captured.setdefault(name, args[0].detach())
 
         return hook
 
-    hooks = [layer.register_forward_pre_hook(record(name)) for name, layer in decomposed_layers(model).items()]
+    layers = decomposed_layers(model)
+    hooks = [layers[name].register_forward_pre_hook(record(name)) for name in (names or list(layers))]
     try:
         with torch.no_grad():
             model(example)
     finally:
         for hook in hooks:
             hook.remove()
-    return shapes
+    return captured
+
+
+def input_shapes(model: nn.Module, example: Tensor) -> dict[str, tuple[int, ...]]:
+    """The (unpadded) input shape of every decomposed layer for ``example`` (batch dim dropped)."""
+    return {name: tuple(x.shape[1:]) for name, x in layer_inputs(model, example).items()}
 
 
 def layer_cost(layer: BinaryDecomposedLayer, input_shape: Sequence[int], bits: int | None) -> dict[str, int]:

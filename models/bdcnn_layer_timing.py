@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from models.bdcnn import BinaryDecomposedConv2d, decomposed_layers, set_bits
+from models.bdcnn import BinaryDecomposedConv2d, decomposed_layers, layer_inputs, set_bits
 
 
 @contextlib.contextmanager
@@ -51,28 +51,6 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def layer_inputs(model: nn.Module, names: Sequence[str], example: Tensor) -> dict[str, Tensor]:
-    """The input of each named decomposed layer for ``example`` with quantisation off."""
-    captured: dict[str, Tensor] = {}
-    layers = decomposed_layers(model)
-
-    def record(name: str):
-        def hook(module: nn.Module, args: tuple) -> None:
-            captured.setdefault(name, args[0].detach())
-
-        return hook
-
-    hooks = [layers[n].register_forward_pre_hook(record(n)) for n in names]
-    set_bits(model, None)
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    return captured
-
-
 def layer_ms(
     float_model: nn.Module,
     model: nn.Module,
@@ -97,7 +75,8 @@ def layer_ms(
     from models.bitserial import BitSerialLayer  # numba is imported only when timing
 
     model = cpu_copy(model)
-    captured = layer_inputs(model, names, torch.rand(1, 3, image_size, image_size))
+    set_bits(model, None)
+    captured = layer_inputs(model, torch.rand(1, 3, image_size, image_size), names)
     layers = decomposed_layers(model)
     float_layers = dict(float_model.named_modules())
     out: dict[str, dict[int, float]] = {}

@@ -115,3 +115,22 @@ def test_search_on_the_imagenet_fixture_then_resume(imagenet, tmp_path):
         search_main(
             [*_args(imagenet, tmp_path / "runs", **{"data.init_args.image_size": "20"}), "--resume", "true"]
         )
+
+
+def test_a_requeued_slurm_search_resumes_by_itself(tmp_path, monkeypatch):
+    from cli.run_directory import RunConfig
+    from lightning_modules.bit_search_cli import search_run_dir
+
+    run = RunConfig(root=str(tmp_path), name="bit_search_demo")
+    saved = tmp_path / "bit_search_demo" / "slurm-77" / "search" / "state.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_text("{}")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert search_run_dir(run, resume=False) == (saved.parent.parent, True)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # the same job id started afresh: not a requeue
+    with pytest.raises(SearchStateError, match="already holds a run"):
+        search_run_dir(run, resume=False)
+    saved.unlink()
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # requeued before its first save: starts afresh, as fit does
+    assert search_run_dir(run, resume=False) == (saved.parent.parent, False)

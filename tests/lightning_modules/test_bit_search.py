@@ -96,6 +96,8 @@ def test_toy_cnn_tables_walk_counts_and_exhaustive(toy, tmp_path):
                 assert row["accuracy"] == pytest.approx(_accuracy(search, images, labels, row["bits"]))
                 path = [tables[0][(None, expected[0])]] + [tables[i][expected[i - 1 : i + 1]] for i in (1, 2)]
                 assert row["predicted_accuracy"] == pytest.approx(min(path))
+                additive = r - sum(r - drops[(names[i], q)] for i, q in enumerate(expected))
+                assert row["predicted_additive"] == pytest.approx(additive)
     assert summary["searched"] == summary["readings"]["layer_drops"]  # the paper's reading is the default
     # uniform Q points: measured accuracy of that vector; BOPs by hand for toy3 (width 4, k = 2, 12×12 input):
     # conv 3→4 at 12² (D = 27), conv 4→8 at 6² (D = 36), linear 8→4 (D = 8): N·P·k·Q·D summed = 2Q·25,952

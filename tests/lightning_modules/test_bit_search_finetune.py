@@ -31,8 +31,13 @@ def _trainer(tmp_path, **kwargs):
     )  # fmt: skip
 
 
-def _search_json(path, bits):
-    summary = {"layers": ["net.0", "net.3"], "searched": [{"allowed_drop": 5.0, "feasible": True, "bits": bits}]}
+def _search_json(path, bits, pairs=None):
+    searched = [{"allowed_drop": 5.0, "feasible": True, "bits": bits}]
+    readings = {
+        "layer_drops": searched,
+        "measured_pairs": [{"allowed_drop": 5.0, "feasible": True, "bits": pairs or bits}],
+    }
+    summary = {"layers": ["net.0", "net.3"], "searched": searched, "readings": readings}
     path.write_text(json.dumps(summary))
     return str(path)
 
@@ -50,8 +55,11 @@ def float_ckpt(tmp_path_factory):
 
 
 def test_bits_from_search_and_errors(tmp_path):
-    path = _search_json(tmp_path / "search.json", [3, 2])
+    path = _search_json(tmp_path / "search.json", [3, 2], pairs=[4, 2])
     assert bits_from_search(path, 5.0) == {"net.0": 3, "net.3": 2}
+    assert bits_from_search(path, 5.0, "measured_pairs") == {"net.0": 4, "net.3": 2}
+    with pytest.raises(ValueError, match="has no reading 'pairs'"):
+        bits_from_search(path, 5.0, "pairs")
     with pytest.raises(ValueError, match="no search for allowed_drop=7"):
         bits_from_search(path, 7.0)
     with pytest.raises(ValueError, match="go together"):
