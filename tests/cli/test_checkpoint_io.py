@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli.run_directory import newest_checkpoint
 
 from cli.checkpoint_io import (
     AtomicCheckpointIO,
@@ -25,6 +24,7 @@ from cli.checkpoint_io import (
     checkpoint_problem,
     remove_partial_checkpoints,
 )
+from cli.run_directory import newest_checkpoint
 from tests.conftest import TINY_COMPRESSOR
 
 REPO = Path(__file__).resolve().parents[2]
