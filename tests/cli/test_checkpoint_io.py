@@ -72,6 +72,7 @@ def kill_when(proc: subprocess.Popen, predicate, timeout: float = 240) -> None:
     proc.wait()
 
 
+@pytest.mark.slow  # a child process importing torch and Lightning
 def test_a_writer_killed_mid_save_leaves_the_previous_checkpoint_whole(tmp_path: Path, other_fs_tmpdir: Path) -> None:
     target = tmp_path / "last.ckpt"
     env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(other_fs_tmpdir), "OMP_NUM_THREADS": "1"}
