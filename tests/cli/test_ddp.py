@@ -297,8 +297,9 @@ def single_process_validate(spec: dict, checkpoint: Path) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
-# Bounds of the 2-process run: it takes about 70 s on a quiet 2-core machine; under a load of 15 on 2 cores
-# it passed 240 s, the former limit (then killed with no log shown). Generous bounds, each still finite.
+# Bounds of the 2-process run. Measured on 2 cores: 71 s at load 2-4, 609 s at load 17-18 (fixtures: 0.3 s
+# and 44 s). The former limit, 240 s of waiting after the fixtures, was the failure seen "after 285 s" at load 15
+# (a TimeoutExpired that showed no log). Generous bounds, each still finite:
 RUN_DEADLINE_S = 1200  # the whole 2-process run
 STALL_S = 400  # no rank printed anything for this long: one fit (each prints when it starts and ends) is stuck
 
