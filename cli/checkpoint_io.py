@@ -7,7 +7,7 @@ shared filesystem: the usual cluster setup) that move is a *copy into the target
 it leaves a truncated ``last.ckpt`` where the previous good one was, and a stray file in ``$TMPDIR``.
 
 :class:`AtomicCheckpointIO` (installed by ``train.py`` unless a config names its own ``CheckpointIO``)
-writes ``<name>.partial-<random>`` in the target's own directory (so on the same filesystem), flushes and
+writes ``<name>.partial-<random>`` (``_`` in the name as ``-``) in the target's own directory (so on the same filesystem), flushes and
 ``fsync``s it, renames it over the target with ``os.replace`` (atomic on POSIX), then ``fsync``s the
 directory so that the rename itself survives a crash. Until the rename the previous file is untouched:
 at every instant the target is either the previous complete checkpoint or the new complete one. The
@@ -32,12 +32,17 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-PARTIAL_MARK = ".partial-"  # <target name>.partial-<hex>: never matches *.ckpt, so never taken for a checkpoint
+PARTIAL_MARK = ".partial-"
 
 
 def partial_path(target: Path) -> Path:
-    """A fresh temporary name beside ``target``: ``<target name>.partial-<16 hex digits>``."""
-    return target.with_name(f"{target.name}{PARTIAL_MARK}{secrets.token_hex(8)}")
+    """A fresh temporary name beside ``target``: ``<target name, _ as ->.partial-<16 hex digits>``.
+
+    It never ends in ``.ckpt`` (so it is never taken for a checkpoint) and never holds ``ckpt_``: Lightning
+    numbers the next ``hpc_ckpt_<n>.ckpt`` from the digits after ``ckpt_`` in every name in the run directory
+    (``hpc_ckpt_1.ckpt.partial-3f0a…`` would read as version 103…).
+    """
+    return target.with_name(f"{target.name.replace('_', '-')}{PARTIAL_MARK}{secrets.token_hex(8)}")
 
 
 def is_partial(path: Path) -> bool:

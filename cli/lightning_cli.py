@@ -283,7 +283,7 @@ class SplitCVCLI(LightningCLI):
                 print(f"[splitcv] --ckpt_path last: nothing to resume in {where}; starting fresh", file=sys.stderr)
                 return run_dir
             missing = (
-                f"--ckpt_path last: no complete checkpoint in {where} (looked for checkpoints/*.ckpt and "
+                f"--ckpt_path last: no checkpoint in {where} (looked for complete checkpoints/*.ckpt and "
                 "hpc_ckpt_*.ckpt)."
             )
             if subcommand == "fit":

@@ -22,6 +22,8 @@ from cli.checkpoint_io import (
     IncompleteCheckpointError,
     atomic_torch_save,
     checkpoint_problem,
+    is_partial,
+    partial_path,
     remove_partial_checkpoints,
 )
 from cli.run_directory import newest_checkpoint
@@ -70,6 +72,7 @@ def kill_when(proc: subprocess.Popen, predicate, timeout: float = 240) -> None:
     proc.wait()
 
 
+@pytest.mark.slow  # a child process importing torch and Lightning
 def test_a_writer_killed_mid_save_leaves_the_previous_checkpoint_whole(tmp_path: Path, other_fs_tmpdir: Path) -> None:
     target = tmp_path / "last.ckpt"
     env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(other_fs_tmpdir), "OMP_NUM_THREADS": "1"}
@@ -102,6 +105,17 @@ def test_save_replaces_the_target_and_leaves_no_partial_file(tmp_path: Path) -> 
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary new file, not mkstemp's 0600
+
+
+def test_a_partial_hpc_file_does_not_change_lightnings_next_hpc_number(tmp_path: Path) -> None:
+    from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
+
+    atomic_torch_save({"step": 1}, tmp_path / "hpc_ckpt_1.ckpt")
+    partial = partial_path(tmp_path / "hpc_ckpt_2.ckpt")
+    partial.write_bytes(b"PK")  # what a kill during the next signal-time save leaves
+    assert "ckpt_" not in partial.name and is_partial(partial)
+    assert _CheckpointConnector.hpc_save_path(tmp_path) == str(tmp_path / "hpc_ckpt_2.ckpt")
+    assert remove_partial_checkpoints(tmp_path) == [partial]
 
 
 def test_a_failing_save_removes_its_partial_file_and_keeps_the_target(tmp_path: Path) -> None:

@@ -1,5 +1,10 @@
 """SLURM auto-requeue: a real train.py process gets the requeue signal, checkpoints, calls
-`scontrol requeue <job id>`; the same command started again resumes from that checkpoint."""
+`scontrol requeue <job id>`; the same command started again resumes from that checkpoint.
+
+Waits are bounded but generous (a loaded 2-core machine takes minutes just to import torch and Lightning
+in two processes); every failure shows the process's output, which goes to a file (a pipe nobody reads
+while the process runs can fill and block it).
+"""
 
 import os
 import signal
@@ -8,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from cli.run_directory import newest_checkpoint
@@ -36,37 +42,49 @@ def slurm_env(tmp_path: Path) -> dict:
 def command(root: Path) -> list[str]:
     return [
         sys.executable, "train.py", "fit", *TINY_COMPRESSOR,
-        "--model.width", "0.125", "--model.iterations", "4", "--data.batch_size", "16", "--data.patches_per_image", "40",
+        "--model.width", "0.125", "--model.iterations", "2", "--data.batch_size", "8", "--data.patches_per_image", "40",
         "--trainer.limit_val_batches", "0", "--trainer.max_epochs", "-1", "--trainer.max_steps", "40",
         "--trainer.limit_train_batches", "1.0", "--run.root", str(root), "--run.name", "requeue",
         "--run.checkpoint_every_n_steps", "2",
     ]  # fmt: skip
 
 
-def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+START_S = 600  # from start to the first checkpoint: imports, data, two training steps
+SIGNAL_S = 300  # from the requeue signal to its checkpoint and the scontrol call
+RESUME_S = 900  # the whole second run
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if proc.poll() is not None:
-            raise AssertionError(f"train.py exited early:\n{proc.stdout.read()}")
+            raise AssertionError(f"train.py exited early (rc {proc.returncode}):\n{log.read_text()[-6000:]}")
         if time.monotonic() > deadline:
             proc.kill()
-            raise AssertionError(f"timed out; output:\n{proc.stdout.read()}")
+            proc.wait()
+            raise AssertionError(f"timed out after {timeout} s; output:\n{log.read_text()[-6000:]}")
         time.sleep(0.05)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(START_S + SIGNAL_S + RESUME_S + 60)
 def test_requeue_signal_checkpoints_requeues_and_the_same_command_resumes(tmp_path):
     env, cmd = slurm_env(tmp_path), command(tmp_path / "runs")
     run_dir = tmp_path / "runs" / "requeue" / f"slurm-{JOB_ID}"
     last = run_dir / "checkpoints" / "last.ckpt"
     log = tmp_path / "scontrol.log"
+    first_log = tmp_path / "first.log"
 
-    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for(last.exists, 120, first)  # training is under way
-    first.send_signal(signal.SIGUSR1)
-    wait_for(lambda: log.exists() and any(run_dir.glob("hpc_ckpt_*.ckpt")), 60, first)
-    time.sleep(0.5)
-    first.kill()  # SLURM ends the job after the requeue
-    first.communicate()
+    with first_log.open("w") as out:
+        first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(last.exists, START_S, first, first_log)  # training is under way (last.ckpt appears whole)
+        first.send_signal(signal.SIGUSR1)
+        wait_for(lambda: log.exists() and any(run_dir.glob("hpc_ckpt_*.ckpt")), SIGNAL_S, first, first_log)
+        time.sleep(0.5)
+    finally:
+        first.kill()  # SLURM ends the job after the requeue
+        first.wait()
 
     assert log.read_text().split() == ["requeue", JOB_ID]
     hpc = run_dir / "hpc_ckpt_1.ckpt"
@@ -78,7 +96,7 @@ def test_requeue_signal_checkpoints_requeues_and_the_same_command_resumes(tmp_pa
     assert newest in (hpc, last)
     assert torch.load(newest, weights_only=True)["global_step"] >= saved_step
 
-    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=RESUME_S)
     assert second.returncode == 0, second.stderr[-3000:]
     output = second.stdout + second.stderr
     assert f"resuming from {newest}" in output
