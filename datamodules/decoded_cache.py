@@ -439,10 +439,10 @@ class DecodedImageCache:
         """
         budgets = dict(budgets or {})
         mine = sorted({Path(s) for s in list(sources)[rank::world_size]})
-        pending: list[Path] = []
         bad: list[str] = []
-        present = [s for s in mine if self.has(s) or self._paths(s)[0].exists()]
-        pending += [s for s in mine if not (self.has(s) or self._paths(s)[0].exists())]
+        present, pending = [], []
+        for source in mine:  # an entry with either file present is verified; one with neither is simply new
+            (present if any(p.exists() for p in self._paths(source)) else pending).append(source)
         for source in track(present, description=f"verifying {self.directory.name}") if present else ():
             try:
                 self.verify(source)
