@@ -25,6 +25,7 @@ LightningCLI saves it) unless ``--root`` is given. Writes ``tsne.png``, ``tsne_s
 from __future__ import annotations
 
 import argparse
+import inspect
 import pathlib
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,11 @@ def datamodule_for(path: str | Path, args: argparse.Namespace) -> ImageNetSubset
         settings = dict(checkpoint.get("datamodule_hyper_parameters", {}))
         if not settings:
             raise ValueError(f"{path} records no DataModule (not saved by LightningCLI): give --root and --class-list")
+        class_path = settings.get("_class_path", "datamodules.imagenet_subset.ImageNetSubset")
+        if not class_path.endswith("ImageNetSubset"):
+            raise ValueError(f"{path} was trained on {class_path}; the t-SNE benchmark reads an ImageNetSubset")
+        accepted = inspect.signature(ImageNetSubset).parameters
+        settings = {k: v for k, v in settings.items() if k in accepted}  # LightningCLI adds _class_path etc.
     settings.update(num_workers=0, pin_memory=False, persistent_workers=False)
     data = ImageNetSubset(**settings)
     data.setup("validate")
@@ -158,7 +164,9 @@ def plot(results: list[dict[str, Any]], path: Path) -> Path:
             axis.set_xticks([])
             axis.set_yticks([])
         # the paper's regime names are in the table: the plot's font may have no CJK glyphs
-        row[0].set_ylabel(f"{result['regime']}\n{result['setting']}\n{Path(result['path']).name}", fontsize=8)
+        where = Path(result["path"])
+        run = where.parent.parent.name if where.parent.name == "checkpoints" else where.name  # the run's id
+        row[0].set_ylabel(f"{result['regime']}\n{result['setting']}\nrun {run}", fontsize=8)
         row[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     figure.suptitle("t-SNE of the recogniser's features (Figure 5)", fontsize=10)
     figure.tight_layout()
