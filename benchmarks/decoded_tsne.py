@@ -15,7 +15,10 @@ shows the original images, the right the decoded ones, coloured by class.
 The paper reads its Figure 5 as "classes stay compact, but some (cat: fine fur texture) spread out on decoded
 images". Besides the picture, the spread is measured where t-SNE cannot distort it, in the feature space: per
 class, the mean Euclidean distance of its images' features to their class mean, on original and on decoded
-images, and the ratio decoded / original (> 1: the class spreads out when decoded).
+images, and the ratio decoded / original (> 1: the class spreads out when decoded). Decoded images can shrink or
+grow every feature at once, so the table also gives the ratio of *relative* spreads, each class's spread divided
+by the spread of all images of its set around their common mean (> 1: the class spreads out more than the set as
+a whole does).
 
 The evaluation images are the checkpoint's DataModule's (``datamodule_hyper_parameters`` in the checkpoint, as
 LightningCLI saves it) unless ``--root`` is given. Writes ``tsne.png``, ``tsne_spread.{md,csv}`` and
@@ -47,7 +50,8 @@ from lightning_modules.compressed_image_recognition import CompressedImageRecogn
 
 SAFE_GLOBALS = [pathlib.PosixPath, pathlib.WindowsPath]
 """Paths in hyper-parameters (a DataModule's root given as a Path) are allowed when loading with ``weights_only``."""
-COLUMNS = ["checkpoint", "regime", "class", "images", "spread original", "spread decoded", "decoded / original"]
+COLUMNS = ["checkpoint", "regime", "class", "images", "spread original", "spread decoded", "decoded / original",
+           "relative decoded / original"]  # fmt: skip
 
 
 def load_model(path: str | Path) -> CompressedImageRecognition:
@@ -131,12 +135,15 @@ def run(path: str | Path, args: argparse.Namespace) -> dict[str, Any]:
     decoded, decoded_labels = features(model, dataset)
     assert (decoded_labels == labels).all()
     embedding = embed(np.concatenate([original, decoded]), args.perplexity, args.seed)
+    whole_original, whole_decoded = (spread(f, np.zeros(len(f)), 0) for f in (original, decoded))
     rows = []
     for label in sorted(set(labels.tolist())):
         so, sd = spread(original, labels, label), spread(decoded, labels, label)
+        relative = (sd / whole_decoded) / (so / whole_original) if so > 0 and whole_decoded > 0 else float("nan")
         rows.append({"checkpoint": str(path), "regime": model.regime, "class": data.class_names[label],
                      "images": int((labels == label).sum()), "spread original": f"{so:.4f}",
-                     "spread decoded": f"{sd:.4f}", "decoded / original": f"{sd / so:.3f}" if so > 0 else ""})  # fmt: skip
+                     "spread decoded": f"{sd:.4f}", "decoded / original": f"{sd / so:.3f}" if so > 0 else "",
+                     "relative decoded / original": f"{relative:.3f}"})  # fmt: skip
     setting = (
         f"{hp.channel} k={hp.iterations}" if model.classical is None else f"{hp.channel} matched to k={hp.iterations}"
     )
