@@ -38,7 +38,7 @@ from datamodules.image_io import list_images, load_rgb
 from datamodules.voc import parse_split
 from models.rnn_codec import STRIDE, RNNCodec
 
-COLUMNS = ["split", "images", "k", "coding", "source kB", "compressed kB", "reduction %", "bpp"]
+COLUMNS = ["split", "images", "k", "coding", "source kB", "compressed kB", "stream bytes", "reduction %", "bpp"]
 
 
 def voc_images(root: str | Path, split: str) -> list[Path]:
@@ -110,7 +110,7 @@ def summarise(images: list[dict], split: str, coding: str) -> list[dict]:
         rows.append({
             "split": split, "images": len(images), "k": k, "coding": coding,
             "source_bytes_per_image": source / len(images), "stream_bytes_per_image": sent / len(images),
-            "source kB": f"{source / len(images) / 1e3:.2f}", "compressed kB": f"{sent / len(images) / 1e3:.2f}",
+            "source kB": f"{source / len(images) / 1e3:.2f}", "compressed kB": f"{sent / len(images) / 1e3:.2f}", "stream bytes": f"{sent / len(images):.1f}",
             "reduction %": f"{100 * (1 - sent / source):.1f}", "bpp": f"{8 * sent / pixels:.4f}",
         })  # fmt: skip
     return rows

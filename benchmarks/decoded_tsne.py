@@ -15,7 +15,10 @@ shows the original images, the right the decoded ones, coloured by class.
 The paper reads its Figure 5 as "classes stay compact, but some (cat: fine fur texture) spread out on decoded
 images". Besides the picture, the spread is measured where t-SNE cannot distort it, in the feature space: per
 class, the mean Euclidean distance of its images' features to their class mean, on original and on decoded
-images, and the ratio decoded / original (> 1: the class spreads out when decoded).
+images, and the ratio decoded / original (> 1: the class spreads out when decoded). Decoded images can shrink or
+grow every feature at once, so the table also gives the ratio of *relative* spreads, each class's spread divided
+by the spread of all images of its set around their common mean (> 1: the class spreads out more than the set as
+a whole does).
 
 The evaluation images are the checkpoint's DataModule's (``datamodule_hyper_parameters`` in the checkpoint, as
 LightningCLI saves it) unless ``--root`` is given. Writes ``tsne.png``, ``tsne_spread.{md,csv}`` and
@@ -25,6 +28,7 @@ LightningCLI saves it) unless ``--root`` is given. Writes ``tsne.png``, ``tsne_s
 from __future__ import annotations
 
 import argparse
+import inspect
 import pathlib
 from pathlib import Path
 from typing import Any
@@ -46,7 +50,8 @@ from lightning_modules.compressed_image_recognition import CompressedImageRecogn
 
 SAFE_GLOBALS = [pathlib.PosixPath, pathlib.WindowsPath]
 """Paths in hyper-parameters (a DataModule's root given as a Path) are allowed when loading with ``weights_only``."""
-COLUMNS = ["checkpoint", "regime", "class", "images", "spread original", "spread decoded", "decoded / original"]
+COLUMNS = ["checkpoint", "regime", "class", "images", "spread original", "spread decoded", "decoded / original",
+           "relative decoded / original"]  # fmt: skip
 
 
 def load_model(path: str | Path) -> CompressedImageRecognition:
@@ -72,6 +77,11 @@ def datamodule_for(path: str | Path, args: argparse.Namespace) -> ImageNetSubset
         settings = dict(checkpoint.get("datamodule_hyper_parameters", {}))
         if not settings:
             raise ValueError(f"{path} records no DataModule (not saved by LightningCLI): give --root and --class-list")
+        class_path = settings.get("_class_path", "datamodules.imagenet_subset.ImageNetSubset")
+        if not class_path.endswith("ImageNetSubset"):
+            raise ValueError(f"{path} was trained on {class_path}; the t-SNE benchmark reads an ImageNetSubset")
+        accepted = inspect.signature(ImageNetSubset).parameters
+        settings = {k: v for k, v in settings.items() if k in accepted}  # LightningCLI adds _class_path etc.
     settings.update(num_workers=0, pin_memory=False, persistent_workers=False)
     data = ImageNetSubset(**settings)
     data.setup("validate")
@@ -125,12 +135,15 @@ def run(path: str | Path, args: argparse.Namespace) -> dict[str, Any]:
     decoded, decoded_labels = features(model, dataset)
     assert (decoded_labels == labels).all()
     embedding = embed(np.concatenate([original, decoded]), args.perplexity, args.seed)
+    whole_original, whole_decoded = (spread(f, np.zeros(len(f)), 0) for f in (original, decoded))
     rows = []
     for label in sorted(set(labels.tolist())):
         so, sd = spread(original, labels, label), spread(decoded, labels, label)
+        relative = (sd / whole_decoded) / (so / whole_original) if so > 0 and whole_decoded > 0 else float("nan")
         rows.append({"checkpoint": str(path), "regime": model.regime, "class": data.class_names[label],
                      "images": int((labels == label).sum()), "spread original": f"{so:.4f}",
-                     "spread decoded": f"{sd:.4f}", "decoded / original": f"{sd / so:.3f}" if so > 0 else ""})  # fmt: skip
+                     "spread decoded": f"{sd:.4f}", "decoded / original": f"{sd / so:.3f}" if so > 0 else "",
+                     "relative decoded / original": f"{relative:.3f}"})  # fmt: skip
     setting = (
         f"{hp.channel} k={hp.iterations}" if model.classical is None else f"{hp.channel} matched to k={hp.iterations}"
     )
@@ -158,7 +171,9 @@ def plot(results: list[dict[str, Any]], path: Path) -> Path:
             axis.set_xticks([])
             axis.set_yticks([])
         # the paper's regime names are in the table: the plot's font may have no CJK glyphs
-        row[0].set_ylabel(f"{result['regime']}\n{result['setting']}\n{Path(result['path']).name}", fontsize=8)
+        where = Path(result["path"])
+        run = where.parent.parent.name if where.parent.name == "checkpoints" else where.name  # the run's id
+        row[0].set_ylabel(f"{result['regime']}\n{result['setting']}\nrun {run}", fontsize=8)
         row[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     figure.suptitle("t-SNE of the recogniser's features (Figure 5)", fontsize=10)
     figure.tight_layout()

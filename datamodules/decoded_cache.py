@@ -185,11 +185,19 @@ def _png_bytes(image: np.ndarray) -> bytes:
 
 
 def verify_entry(
-    record_path: Path, image_path: Path, source: str | Path | None, key: str | None, decode: bool = False
+    record_path: Path,
+    image_path: Path,
+    source: str | Path | None,
+    key: str | None,
+    decode: bool = False,
+    source_pixels: bool = True,
 ) -> tuple[ImageRecord, np.ndarray | None]:
     """Check one entry: its record (:func:`read_record`), that it was written for cache ``key`` and for
     ``source`` (path, current file size and pixel size; ``None``: the source its record names, when it still
     exists), and its PNG: present, readable, the recorded height and width, the recorded SHA-256.
+
+    ``source_pixels=False`` skips reading the source's header for its pixel size (on use: the build checked it,
+    and the source's path, size and modification time are in the entry's name).
 
     Returns:
         The record, and with ``decode`` the decoded image (uint8 (H, W, 3)).
@@ -200,7 +208,7 @@ def verify_entry(
     record = read_record(record_path)
     if key is not None and record.cache != key:
         raise CacheEntryError(f"{record_path}: foreign entry: written for cache {record.cache}, this is {key}")
-    if source is not None and Path(record.source).resolve() != Path(source).resolve():
+    if source is not None and record.source != str(source) and Path(record.source).resolve() != Path(source).resolve():
         raise CacheEntryError(f"{record_path}: foreign entry: its record is of {record.source}, not {source}")
     source = Path(record.source)
     if source.is_file():
@@ -208,7 +216,7 @@ def verify_entry(
             raise CacheEntryError(
                 f"{record_path}: records {record.source_bytes} bytes for {source}, which now has {source.stat().st_size}"
             )
-        width, height = _pixel_size(source)
+        width, height = _pixel_size(source) if source_pixels else (record.width, record.height)
         if (record.height, record.width) != (height, width):
             raise CacheEntryError(
                 f"{record_path}: records {record.width}×{record.height} pixels for {source}, which is {width}×{height}"
@@ -258,7 +266,9 @@ class CachedImageLoader:
                 f"files, or the source changed since); {REBUILT_ON_NEXT_RUN}"
             )
         try:
-            _, pixels = verify_entry(record_path, record_path.with_suffix(".png"), path, self.key, decode=True)
+            _, pixels = verify_entry(
+                record_path, record_path.with_suffix(".png"), path, self.key, decode=True, source_pixels=False
+            )
         except CacheEntryError as err:
             raise CacheEntryError(f"{err}; {REBUILT_ON_NEXT_RUN}") from err
         assert pixels is not None
@@ -429,10 +439,10 @@ class DecodedImageCache:
         """
         budgets = dict(budgets or {})
         mine = sorted({Path(s) for s in list(sources)[rank::world_size]})
-        pending: list[Path] = []
         bad: list[str] = []
-        present = [s for s in mine if self.has(s) or self._paths(s)[0].exists()]
-        pending += [s for s in mine if not (self.has(s) or self._paths(s)[0].exists())]
+        present, pending = [], []
+        for source in mine:  # an entry with either file present is verified; one with neither is simply new
+            (present if any(p.exists() for p in self._paths(source)) else pending).append(source)
         for source in track(present, description=f"verifying {self.directory.name}") if present else ():
             try:
                 self.verify(source)

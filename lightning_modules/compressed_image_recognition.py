@@ -24,12 +24,14 @@ The middle row is as the paper's list defines it ("圧縮学習画像 + 未圧�
 combination, a model trained on originals that is fed decoded images, is that one, and is offered
 for that reason.
 
-Data. Compression happens before any augmentation or resizing: each source file is decoded once
-through the channel into a cache on disk (:mod:`datamodules.decoded_cache`, keyed on the channel's
-settings including the SHA-256 of the compressor's weights), and the DataModule's datasets then read
-the decoded images instead of the sources (their ``image_loader``) and apply their usual transforms.
-With ``decoded_cache_dir=None`` the images are decoded again whenever they are read (same images and
-bytes; ``benchmarks/decoded_cache_throughput.py`` measures what that costs). Works with any DataModule whose datasets have ``source_paths()`` and ``image_loader``
+Data (:class:`datamodules.decoded_datasets.DecodedDatasets`, which takes this module's frozen compressor).
+Compression happens before any augmentation or resizing: each source file is decoded once through the channel
+into a cache on disk (:mod:`datamodules.decoded_cache`, keyed on the channel's settings including the SHA-256 of
+the compressor's weights; every entry verified — record, size, content hash — before each fit / validate / test,
+and rebuilt when missing or wrong), and the DataModule's datasets then read the decoded images instead of the
+sources (their ``image_loader``) and apply their usual transforms. With ``decoded_cache_dir=None`` the images are
+decoded again whenever they are read (same images and bytes; ``benchmarks/decoded_cache_throughput.py`` measures
+what that costs). Works with any DataModule whose datasets have ``source_paths()`` and ``image_loader``
 (``ImageNetSubset``, ``VOC``).
 
 Bytes (logged at the end of every validation / test epoch, over the whole evaluation set, whatever
@@ -135,7 +137,8 @@ class CompressedImageRecognition(L.LightningModule):
         cache_workers: worker processes that build a cache (they run classical codecs, and the
             recurrent codec when the model is on the CPU; on a GPU the codec runs in this process).
         arch: torchvision classifier (``resnet50`` in the paper; any name ``torchvision.models.get_model``
-            knows whose classifier is ``fc``, e.g. ``resnet18``, or ``shufflenet_v2_x0_5`` for tests).
+            knows whose classifier is ``fc``, e.g. ``resnet18``, or ``shufflenet_v2_x0_5`` for tests), built by
+            :func:`models.classifiers.build_classifier`.
         weights: torchvision weights of ``arch`` (``IMAGENET1K_V1``, ``IMAGENET1K_V2``; downloaded on first
             use) or ``None`` (random initialisation). The classifier layer is new when ``num_classes`` ≠ 1000.
         detector_arch: ``ssdlite_mobilenet_v2`` (MobileNetV2-SSDLite, our stand-in for the paper's MobileNet-SSD,

@@ -3,6 +3,7 @@ those features are the ones a direct decode (compress → decompress) gives."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from benchmarks.decoded_tsne import load_model, main
+from benchmarks.decoded_tsne import datamodule_for, load_model, main
 from coding.image_codecs import to_float_chw, to_uint8_hwc
 from coding.rnn_bitstream import compress, decompress
 from datamodules.fixtures import write_imagenet
@@ -72,3 +73,18 @@ def test_a_missing_checkpoint_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "nope.ckpt")])
     assert "nope.ckpt" in capsys.readouterr().err
+
+
+def test_the_datamodule_of_a_lightningcli_checkpoint_is_rebuilt(tmp_path):
+    """LightningCLI records the DataModule with its ``_class_path``; only an ImageNetSubset is accepted."""
+    root = write_imagenet(tmp_path / "imagenet", train_per_wnid=1, val_per_wnid=1, image_size=(40, 48))
+    args = argparse.Namespace(root=None, class_list=None, image_size=None)
+    path = tmp_path / "cli.ckpt"
+    settings = {"_class_path": "datamodules.imagenet_subset.ImageNetSubset", "root": str(root),
+                "class_list": f"{root}/class_list.txt", "image_size": 32, "batch_size": 4}  # fmt: skip
+    torch.save({"datamodule_hyper_parameters": settings}, path)
+    data = datamodule_for(path, args)
+    assert data.image_size == 32 and len(data.val_set) == 10
+    torch.save({"datamodule_hyper_parameters": {**settings, "_class_path": "datamodules.voc.VOC"}}, path)
+    with pytest.raises(ValueError, match="datamodules.voc.VOC"):
+        datamodule_for(path, args)

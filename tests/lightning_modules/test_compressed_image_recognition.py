@@ -9,16 +9,20 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
-from coding.image_codecs import to_float_chw
+from coding.image_codecs import to_float_chw, to_uint8_hwc
 from coding.rnn_bitstream import compress, decompress
 from datamodules.decoded_cache import DecodingLoader
 from datamodules.image_io import load_rgb
 from datamodules.imagenet_subset import ImageNetSubset
 from datamodules.voc import VOC
+from datamodules.voc_eval import VOCMeanAveragePrecision
 from lightning_modules.compressed_image_recognition import REGIMES, CompressedImageRecognition
+from lightning_modules.detection_steps import split_detection_batch
 from lightning_modules.rnn_compressor import RNNCompressor
+from models.rnn_codec import RNNCodec
 from tests.lightning_modules.tiny_trainer import trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -65,6 +69,39 @@ def make_module(task: str, train_on: str, eval_on: str, cache: str, compressor: 
     return CompressedImageRecognition(
         task=task, train_on=train_on, eval_on=eval_on, init_compressor_from=compressor, **{**common, **kwargs}
     )
+
+
+def direct_decode(codec):
+    """``path -> uint8 image``: the source through ``compress`` / ``decompress`` here, not through the module."""
+
+    def load(path):
+        x = to_float_chw(load_rgb(path)).unsqueeze(0)
+        return to_uint8_hwc(decompress(codec, compress(codec, x, K, coding="packed"))[0])
+
+    return load
+
+
+def independent_score(task: str, model, data, compressed: bool) -> float:
+    """Top-1 accuracy or VOC07 mAP of the model's network on the first validation batch, its images read by
+    :func:`direct_decode` (or the source files): what the logged score must be with ``limit_val_batches=1``."""
+    leaves = data.val_set.datasets if task == "detection" else [data.val_set]
+    saved = [leaf.image_loader for leaf in leaves]
+    for leaf in leaves:
+        leaf.image_loader = direct_decode(model.compressor) if compressed else load_rgb
+    try:
+        batch = next(iter(data.val_dataloader()))
+        model.eval()
+        with torch.no_grad():
+            if task == "classification":
+                images, labels = batch
+                return (model.recogniser(images).argmax(dim=1) == labels).float().mean().item()
+            images, targets = split_detection_batch(batch)
+            metric = VOCMeanAveragePrecision()
+            metric.update(model.recogniser(images), targets)
+            return float(metric.compute()["map50"])
+    finally:
+        for leaf, loader in zip(leaves, saved, strict=True):
+            leaf.image_loader = loader
 
 
 def expected_rates(paths, codec, compressed: bool) -> dict[str, float]:
@@ -114,8 +151,9 @@ def test_each_task_and_regime_fits_validates_tests_and_resumes(task, train_on, e
     for name, value in want.items():
         assert float(metrics[f"val/{name}"]) == pytest.approx(value, rel=1e-6), name
     assert (float(metrics["val/data_reduction"]) > 0) == compressed
+    # the score, recomputed outside the module from images decoded here (or the sources)
     metric = "val/acc_top1" if task == "classification" else "val/map50"
-    assert 0 <= float(metrics[metric]) <= 1
+    assert float(metrics[metric]) == pytest.approx(independent_score(task, model, data, compressed), abs=1e-6)
 
     # resume from the run's own checkpoint, with the parent file gone: the compressor comes from the checkpoint
     parent.unlink()
@@ -201,3 +239,81 @@ def test_bad_settings_fail_before_any_work(tmp_path, imagenet_root):
     model = make_module("classification", "compressed", "compressed", str(tmp_path), str(tmp_path / "missing.ckpt"))
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         trainer(tmp_path / "run", max_epochs=1).fit(model, datamodule=imagenet(imagenet_root))
+
+
+class CodecWatch(Callback):
+    """Counts images encoded by any ``RNNCodec`` (the class's ``encode``, so copies of the compressor sent to
+    workers count too): in all, and from the start of training (batch fetching included) to the end of the
+    training epoch; keeps the first training batch."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls = 0
+        self.calls_in_training = 0
+        self.batch = None
+        encode = RNNCodec.encode
+
+        def counting(codec, *args, **kwargs):
+            self.calls += 1
+            return encode(codec, *args, **kwargs)
+
+        monkeypatch.setattr(RNNCodec, "encode", counting)
+
+    def on_train_start(self, trainer, pl_module) -> None:  # after the module's on_fit_start built the caches
+        self.at_start = self.calls
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.batch is None:
+            self.batch = [t.clone() for t in batch]
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.calls_in_training += self.calls - self.at_start
+
+
+class DeterministicTraining(ImageNetSubset):
+    """The fixture DataModule with the evaluation transform on the training set (so a batch can be compared)."""
+
+    def setup(self, stage=None) -> None:
+        super().setup(stage)
+        if self.train_set is not None:
+            self.train_set.transform = self.val_set.transform
+
+
+@pytest.mark.parametrize("eval_on,cached", [("original", True), ("compressed", False)])
+def test_training_batches_of_the_compressed_regimes_are_decoded_images(
+    eval_on, cached, tmp_path, compressor_checkpoint, imagenet_root, monkeypatch
+):
+    data = DeterministicTraining(imagenet_root, class_list=f"{imagenet_root}/class_list.txt", image_size=32,
+                                 batch_size=10, num_workers=0, pin_memory=False)  # fmt: skip
+    cache = str(tmp_path / "cache") if cached else None
+    model = make_module("classification", "compressed", eval_on, cache, compressor_checkpoint)
+    model.load_compressor(compressor_checkpoint)
+    watch = CodecWatch(monkeypatch)
+    trainer(tmp_path / "run", max_epochs=1, callbacks=[watch]).fit(model, datamodule=data)
+    images, labels = watch.batch
+    assert len(labels) == 10  # every training image: one per class, so its label names its file
+    by_label = {sample.label: sample.path for sample in data.train_set.samples}
+    decode = direct_decode(model.compressor)
+    for image, label in zip(images, labels.tolist(), strict=True):
+        path = by_label[label]
+        expected = data.val_set.transform(image=decode(path))["image"]
+        torch.testing.assert_close(image, expected, rtol=0, atol=0)
+        original = data.val_set.transform(image=load_rgb(path))["image"]
+        assert not torch.equal(image, original)
+    # cached (the default): the codec ran while the cache was built, never while training
+    assert watch.calls > 0
+    assert (watch.calls_in_training == 0) == cached
+
+
+def test_the_codec_is_off_in_training_by_default(tmp_path, compressor_checkpoint, imagenet_root, monkeypatch):
+    """Default decoded_cache_dir: training reads stored decoded images, the compressor never runs in a training
+    epoch; trained on originals (conventional), it never runs at all."""
+    default = CompressedImageRecognition(codec_width=WIDTH)
+    assert default.hparams.decoded_cache_dir is not None
+    for train_on, eval_on in (("compressed", "compressed"), ("original", "original")):
+        model = make_module("classification", train_on, eval_on, str(tmp_path / "cache"), compressor_checkpoint)
+        model.load_compressor(compressor_checkpoint)
+        watch = CodecWatch(monkeypatch)
+        trainer(tmp_path / train_on, max_epochs=1, callbacks=[watch]).fit(model, datamodule=imagenet(imagenet_root))
+        assert watch.calls_in_training == 0
+        assert (watch.calls > 0) == (train_on == "compressed")
+        assert not model.compressor.training and all(p.grad is None for p in model.compressor.parameters())
