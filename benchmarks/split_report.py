@@ -31,14 +31,39 @@ from models import metric_names as mn
 from plotting.plots import plt
 
 COLUMNS = [
-    "method", "setting", "k", "codec", "dataset", "stage", "score_name", "score_pct", "acc_top5_pct",
-    mn.BYTES_PER_IMAGE, mn.BPP, mn.PARAMS_EDGE, mn.PARAMS_SERVER, mn.GMACS_EDGE, mn.GMACS_SERVER, mn.MS_EDGE,
-    mn.MS_SERVER, mn.MS_PER_IMAGE, "checkpoint_sha256", "run",
-]  # fmt: skip
+    "method",
+    "setting",
+    "k",
+    "codec",
+    "dataset",
+    "stage",
+    "score_name",
+    "score_pct",
+    "acc_top5_pct",
+    mn.BYTES_PER_IMAGE,
+    mn.BPP,
+    mn.PARAMS_EDGE,
+    mn.PARAMS_SERVER,
+    mn.GMACS_EDGE,
+    mn.GMACS_SERVER,
+    mn.MS_EDGE,
+    mn.MS_SERVER,
+    mn.MS_PER_IMAGE,
+    "checkpoint_sha256",
+    "run",
+]
 COPIED = (
-    mn.BYTES_PER_IMAGE, mn.BPP, mn.PARAMS_EDGE, mn.PARAMS_SERVER, mn.GMACS_EDGE, mn.GMACS_SERVER, mn.MS_EDGE,
-    mn.MS_SERVER, mn.MS_PER_IMAGE, "checkpoint_sha256",
-)  # fmt: skip
+    mn.BYTES_PER_IMAGE,
+    mn.BPP,
+    mn.PARAMS_EDGE,
+    mn.PARAMS_SERVER,
+    mn.GMACS_EDGE,
+    mn.GMACS_SERVER,
+    mn.MS_EDGE,
+    mn.MS_SERVER,
+    mn.MS_PER_IMAGE,
+    "checkpoint_sha256",
+)
 """Columns copied from the record as they are."""
 METHOD_COLOR = {
     "decoded_images": "tab:red",
@@ -131,9 +156,13 @@ def print_table(rows: Sequence[dict[str, Any]], console: Console | None = None) 
             "" if r["score_pct"] is None else f"{r['score_pct']:.2f}" + (" mAP" if r["score_name"] == mn.MAP50 else "")
         )
         table.add_row(
-            r["method"], r["setting"], score, _fmt(r[mn.BYTES_PER_IMAGE], 0),
-            "" if r[mn.GMACS_EDGE] is None else f"{r[mn.GMACS_EDGE]:.3g}", _fmt(r[mn.MS_EDGE], 2),
-        )  # fmt: skip
+            r["method"],
+            r["setting"],
+            score,
+            _fmt(r[mn.BYTES_PER_IMAGE], 0),
+            "" if r[mn.GMACS_EDGE] is None else f"{r[mn.GMACS_EDGE]:.3g}",
+            _fmt(r[mn.MS_EDGE], 2),
+        )
     (console or Console()).print(table)
 
 

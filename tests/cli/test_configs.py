@@ -105,11 +105,20 @@ def test_demo_config_fits_tests_and_predicts_one_batch(config, demo_data, tmp_pa
     monkeypatch.chdir(REPO)
     cli = SplitCVCLI(
         args=[
-            "fit", "--config", str(config), "--config", "configs/trainer/debug.yaml",
-            "--trainer.limit_train_batches", "1", "--run.root", str(tmp_path), "--run.id", "one",
+            "fit",
+            "--config",
+            str(config),
+            "--config",
+            "configs/trainer/debug.yaml",
+            "--trainer.limit_train_batches",
+            "1",
+            "--run.root",
+            str(tmp_path),
+            "--run.id",
+            "one",
             *_data_args(config, demo_data),
         ]
-    )  # fmt: skip
+    )
     assert cli.trainer.global_step >= 1
     assert (Path(cli.trainer.default_root_dir) / "checkpoints" / "last.ckpt").is_file()
     tested = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
