@@ -25,10 +25,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from callbacks.results_record import RESULTS_DIR, read_record
-from coding.image_channel import CLASSICAL
 from models import metric_names as mn
-from plotting.plots import plt
+
+# Lightning, torch and matplotlib are imported where they are used, so that `--help` answers at once.
 
 COLUMNS = [
     "method",
@@ -103,6 +102,8 @@ def records_of(paths: Iterable[str | Path], stage: str | None = None) -> list[tu
         ValueError: a results file that is not a record of the schema, naming it.
         FileNotFoundError: a path that does not exist.
     """
+    from callbacks.results_record import RESULTS_DIR, read_record
+
     found: dict[Path, tuple[dict[str, Any], str]] = {}
     for path in paths:
         path = Path(path)
@@ -168,6 +169,9 @@ def print_table(rows: Sequence[dict[str, Any]], console: Console | None = None) 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """Accuracy and edge GMACs against bytes per image, one series per method and codec."""
+    from coding.image_channel import CLASSICAL
+    from plotting.plots import plt
+
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
     series: dict[tuple[str, str | None, str | None], list[dict[str, Any]]] = {}
     for row in rows:
