@@ -29,41 +29,13 @@ from models import metric_names as mn
 
 # Lightning, torch and matplotlib are imported where they are used, so that `--help` answers at once.
 
+COPIED = (*mn.RATES, *mn.RECORD_COSTS, "checkpoint_sha256")
+"""Columns copied from the record as they are."""
 COLUMNS = [
-    "method",
-    "setting",
-    "k",
-    "codec",
-    "dataset",
-    "stage",
-    "score_name",
-    "score_pct",
-    "acc_top5_pct",
-    mn.BYTES_PER_IMAGE,
-    mn.BPP,
-    mn.PARAMS_EDGE,
-    mn.PARAMS_SERVER,
-    mn.GMACS_EDGE,
-    mn.GMACS_SERVER,
-    mn.MS_EDGE,
-    mn.MS_SERVER,
-    mn.MS_PER_IMAGE,
-    "checkpoint_sha256",
+    *("method", "setting", "k", "codec", "dataset", "stage", "score_name", "score_pct", "acc_top5_pct"),
+    *COPIED,
     "run",
 ]
-COPIED = (
-    mn.BYTES_PER_IMAGE,
-    mn.BPP,
-    mn.PARAMS_EDGE,
-    mn.PARAMS_SERVER,
-    mn.GMACS_EDGE,
-    mn.GMACS_SERVER,
-    mn.MS_EDGE,
-    mn.MS_SERVER,
-    mn.MS_PER_IMAGE,
-    "checkpoint_sha256",
-)
-"""Columns copied from the record as they are."""
 METHOD_COLOR = {
     "decoded_images": "tab:red",
     "codes": "tab:blue",

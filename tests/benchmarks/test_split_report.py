@@ -50,31 +50,19 @@ def runs(tmp_path_factory):
     fit.test(compressor, DataLoader(images, batch_size=2), verbose=False)
     ckpt = root / "rnn_compressor" / "checkpoints" / "last.ckpt"
 
+    decoded = {
+        "num_classes": 10,
+        "train_on": "compressed",
+        "eval_on": "compressed",
+        "iterations": 1,
+        "codec_width": WIDTH,
+        "decoded_cache_dir": str(root / "cache"),
+        "cache_workers": 0,
+        "arch": "shufflenet_v2_x0_5",
+    }
     models = {
-        "decoded_rnn": CompressedImageRecognition(
-            num_classes=10,
-            train_on="compressed",
-            eval_on="compressed",
-            channel="rnn",
-            iterations=1,
-            codec_width=WIDTH,
-            init_compressor_from=str(ckpt),
-            decoded_cache_dir=str(root / "cache"),
-            cache_workers=0,
-            arch="shufflenet_v2_x0_5",
-        ),
-        "decoded_jpeg": CompressedImageRecognition(
-            num_classes=10,
-            train_on="compressed",
-            eval_on="compressed",
-            channel="jpeg",
-            quality=30,
-            iterations=1,
-            codec_width=WIDTH,
-            decoded_cache_dir=str(root / "cache"),
-            cache_workers=0,
-            arch="shufflenet_v2_x0_5",
-        ),
+        "decoded_rnn": CompressedImageRecognition(channel="rnn", init_compressor_from=str(ckpt), **decoded),
+        "decoded_jpeg": CompressedImageRecognition(channel="jpeg", quality=30, **decoded),
         "codes": CodeRecognition(
             variant="from_layer2",
             num_classes=10,
