@@ -25,21 +25,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from callbacks.results_record import RESULTS_DIR, read_record
-from coding.image_channel import CLASSICAL
 from models import metric_names as mn
-from plotting.plots import plt
 
-COLUMNS = [
-    "method", "setting", "k", "codec", "dataset", "stage", "score_name", "score_pct", "acc_top5_pct",
-    mn.BYTES_PER_IMAGE, mn.BPP, mn.PARAMS_EDGE, mn.PARAMS_SERVER, mn.GMACS_EDGE, mn.GMACS_SERVER, mn.MS_EDGE,
-    mn.MS_SERVER, mn.MS_PER_IMAGE, "checkpoint_sha256", "run",
-]  # fmt: skip
-COPIED = (
-    mn.BYTES_PER_IMAGE, mn.BPP, mn.PARAMS_EDGE, mn.PARAMS_SERVER, mn.GMACS_EDGE, mn.GMACS_SERVER, mn.MS_EDGE,
-    mn.MS_SERVER, mn.MS_PER_IMAGE, "checkpoint_sha256",
-)  # fmt: skip
+# Lightning, torch and matplotlib are imported where they are used, so that `--help` answers at once.
+
+COPIED = (*mn.RATES, *mn.RECORD_COSTS, "checkpoint_sha256")
 """Columns copied from the record as they are."""
+COLUMNS = [
+    *("method", "setting", "k", "codec", "dataset", "stage", "score_name", "score_pct", "acc_top5_pct"),
+    *COPIED,
+    "run",
+]
 METHOD_COLOR = {
     "decoded_images": "tab:red",
     "codes": "tab:blue",
@@ -78,6 +74,8 @@ def records_of(paths: Iterable[str | Path], stage: str | None = None) -> list[tu
         ValueError: a results file that is not a record of the schema, naming it.
         FileNotFoundError: a path that does not exist.
     """
+    from callbacks.results_record import RESULTS_DIR, read_record
+
     found: dict[Path, tuple[dict[str, Any], str]] = {}
     for path in paths:
         path = Path(path)
@@ -131,14 +129,21 @@ def print_table(rows: Sequence[dict[str, Any]], console: Console | None = None) 
             "" if r["score_pct"] is None else f"{r['score_pct']:.2f}" + (" mAP" if r["score_name"] == mn.MAP50 else "")
         )
         table.add_row(
-            r["method"], r["setting"], score, _fmt(r[mn.BYTES_PER_IMAGE], 0),
-            "" if r[mn.GMACS_EDGE] is None else f"{r[mn.GMACS_EDGE]:.3g}", _fmt(r[mn.MS_EDGE], 2),
-        )  # fmt: skip
+            r["method"],
+            r["setting"],
+            score,
+            _fmt(r[mn.BYTES_PER_IMAGE], 0),
+            "" if r[mn.GMACS_EDGE] is None else f"{r[mn.GMACS_EDGE]:.3g}",
+            _fmt(r[mn.MS_EDGE], 2),
+        )
     (console or Console()).print(table)
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """Accuracy and edge GMACs against bytes per image, one series per method and codec."""
+    from coding.image_channel import CLASSICAL
+    from plotting.plots import plt
+
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
     series: dict[tuple[str, str | None, str | None], list[dict[str, Any]]] = {}
     for row in rows:

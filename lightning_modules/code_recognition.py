@@ -18,7 +18,6 @@ paper's, by its own counts, 1.45×, so no single width fits all four rows).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import lightning as L
@@ -34,6 +33,7 @@ from coding.rnn_bitstream import HEADER_SIZE, stream_bytes_per_image
 from lightning_modules.checkpoint_init import InitReport, ParentInit, init_weights_from
 from lightning_modules.classification_steps import log_classification_eval, top_k_accuracies
 from lightning_modules.data_checks import check_class_count
+from lightning_modules.schedules import warmup_cosine
 from models.code_adapter import Upsample
 from models.code_classifier import CodeRecognitionNet, Variant
 from models.latency import measure_ms_per_image
@@ -295,14 +295,5 @@ class CodeRecognition(L.LightningModule):
             )
         else:
             optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(hp.warmup_steps, total - 1)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = warmup_cosine(optimizer, int(self.trainer.estimated_stepping_batches), hp.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -28,6 +28,7 @@ from lightning_modules.detection_steps import (
     log_detection_metrics,
     split_detection_batch,
 )
+from lightning_modules.schedules import warmup_cosine, warmup_multistep
 from models.ssd import Arch, build_ssd, trunk_modules
 
 
@@ -200,14 +201,9 @@ class Detector(L.LightningModule):
             optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         else:
             optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.lr_schedule == "cosine":
-            total = max(1, int(self.trainer.estimated_stepping_batches) - hp.warmup_steps)
-            main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        if hp.lr_schedule == "cosine":  # warm-up from lr / 1000
+            total = int(self.trainer.estimated_stepping_batches)
+            scheduler = warmup_cosine(optimizer, total, hp.warmup_steps, start_factor=1e-3)
         else:
-            milestones = [m - hp.warmup_steps for m in (hp.lr_milestones or []) if m > hp.warmup_steps]
-            main = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=hp.lr_gamma)
-        scheduler = main
-        if hp.warmup_steps:
-            warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 1e-3, 1.0, total_iters=hp.warmup_steps)
-            scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main], [hp.warmup_steps])
+            scheduler = warmup_multistep(optimizer, hp.lr_milestones or [], hp.lr_gamma, hp.warmup_steps, 1e-3)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

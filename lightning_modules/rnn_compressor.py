@@ -69,7 +69,7 @@ class RNNCompressor(L.LightningModule):
         )
 
     def configure_callbacks(self) -> list:
-        return [self.parent_init, ResultsRecord()]
+        return [self.parent_init, ResultsRecord(latency_warmup=1, latency_repeats=3)]  # full images: few timed runs
 
     def results_info(self, stage: str) -> dict[str, Any]:
         """The setting, the rate–distortion curve and the split accounting (edge: encoder + binarizer,

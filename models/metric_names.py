@@ -36,6 +36,9 @@ MS_EDGE = "ms_edge"
 MS_SERVER = "ms_server"
 
 ACCURACIES: tuple[str, ...] = (ACC_TOP1, ACC_TOP5, MAP50)
+RATES: tuple[str, ...] = (BYTES_PER_IMAGE, BPP)
+RECORD_COSTS: tuple[str, ...] = (PARAMS_EDGE, PARAMS_SERVER, GMACS_EDGE, GMACS_SERVER, MS_EDGE, MS_SERVER, MS_PER_IMAGE)
+"""The split costs a results record carries (``callbacks.results_record``)."""
 SPLIT_COSTS: tuple[str, ...] = (
     PARAMS_EDGE,
     PARAMS_SERVER,

@@ -50,25 +50,40 @@ def runs(tmp_path_factory):
     fit.test(compressor, DataLoader(images, batch_size=2), verbose=False)
     ckpt = root / "rnn_compressor" / "checkpoints" / "last.ckpt"
 
+    decoded = {
+        "num_classes": 10,
+        "train_on": "compressed",
+        "eval_on": "compressed",
+        "iterations": 1,
+        "codec_width": WIDTH,
+        "decoded_cache_dir": str(root / "cache"),
+        "cache_workers": 0,
+        "arch": "shufflenet_v2_x0_5",
+    }
     models = {
-        "decoded_rnn": CompressedImageRecognition(
-            num_classes=10, train_on="compressed", eval_on="compressed", channel="rnn", iterations=1,
-            codec_width=WIDTH, init_compressor_from=str(ckpt), decoded_cache_dir=str(root / "cache"), cache_workers=0,
-            arch="shufflenet_v2_x0_5",
-        ),
-        "decoded_jpeg": CompressedImageRecognition(
-            num_classes=10, train_on="compressed", eval_on="compressed", channel="jpeg", quality=30, iterations=1,
-            codec_width=WIDTH, decoded_cache_dir=str(root / "cache"), cache_workers=0, arch="shufflenet_v2_x0_5",
-        ),
+        "decoded_rnn": CompressedImageRecognition(channel="rnn", init_compressor_from=str(ckpt), **decoded),
+        "decoded_jpeg": CompressedImageRecognition(channel="jpeg", quality=30, **decoded),
         "codes": CodeRecognition(
-            variant="from_layer2", num_classes=10, iterations=2, codec_width=WIDTH, init_compressor_from=str(ckpt),
-            latency_warmup=0, latency_repeats=1,
+            variant="from_layer2",
+            num_classes=10,
+            iterations=2,
+            codec_width=WIDTH,
+            init_compressor_from=str(ckpt),
+            latency_warmup=0,
+            latency_repeats=1,
         ),
         "shared_trunk": SharedTrunkTask(
-            trunk="mobilenet_v2", task="classification", num_classes=10, width=0.25, image_size=32, codec="hevc",
-            codec_quality=30, latency_warmup=0, latency_repeats=1,
+            trunk="mobilenet_v2",
+            task="classification",
+            num_classes=10,
+            width=0.25,
+            image_size=32,
+            codec="hevc",
+            codec_quality=30,
+            latency_warmup=0,
+            latency_repeats=1,
         ),
-    }  # fmt: skip
+    }
     for name, model in models.items():
         run = trainer(root / name, max_epochs=1)
         run.fit(model, datamodule=imagenet(imagenet_root))
