@@ -60,7 +60,7 @@ def main(args: list[str] | None = None) -> None:
         deploy_main(argv)
         return
     if command == "search":
-        from cli.search import run_search_command
+        from lightning_modules.bit_search_cli import run_search_command
 
         run_search_command(argv[1:])
         return

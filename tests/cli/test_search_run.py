@@ -11,7 +11,7 @@ import pytest
 
 import train
 from cli.run_lock import RunLock, RunLockedError
-from cli.search import search_main
+from lightning_modules.bit_search_cli import search_main
 from lightning_modules.bit_search_tables import SearchStateError
 from models import bitserial  # branch perf's kernel (kernel_threads) is what the whole-network timer runs
 
