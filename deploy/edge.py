@@ -33,6 +33,13 @@ def corrupted(stream: bytes) -> bytes:
     return stream[:-1] + bytes([stream[-1] ^ 0xFF])
 
 
+def _reference(path: str | Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a readable reference.json ({error})") from error
+
+
 def _agreement(name: str, stream: bytes, reply: dict, reference: dict) -> dict:
     ref = reference.get(name)
     if ref is None:
@@ -62,9 +69,9 @@ def run_edge(
     """Send ``images`` through the edge runtime to the server; returns the summary (with every reply)."""
     check_loopback(host)
     console = console or Console(stderr=True)
-    runtime = EdgeRuntime(export_dir, threads)
-    refs = json.loads(Path(reference).read_text()) if reference else {}
     loaded = [(path, read_image(path)) for path in images]  # unreadable images fail before any work
+    runtime = EdgeRuntime(export_dir, threads)
+    refs = _reference(reference) if reference else {}
     rows = []
     with socket.create_connection((host, port), timeout=timeout) as sock, Progress(console=console) as progress:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
