@@ -46,7 +46,11 @@ def _agreement(name: str, stream: bytes, reply: dict, reference: dict) -> dict:
         return {}
     out = {"stream_identical": hashlib.sha256(stream).hexdigest() == ref["stream_sha256"]}
     got, want = reply.get("prediction") or {}, ref["prediction"]
-    if "label" in want:
+    if "boxes" in want:  # detection: the ten best detections
+        out["label_identical"] = got.get("labels", [])[:10] == want["labels"][:10]
+        pairs = zip(got.get("boxes", [])[:10], want["boxes"][:10], strict=False)
+        out["max_box_diff"] = max((abs(a - b) for p, q in pairs for a, b in zip(p, q, strict=True)), default=0.0)
+    elif "label" in want:
         out["label_identical"] = got.get("label") == want["label"]
         if got.get("logits") is not None:
             out["max_logit_diff"] = max(abs(a - b) for a, b in zip(got["logits"], want["logits"], strict=True))
@@ -128,8 +132,9 @@ def _summary(rows: list[dict], manifest: dict, corrupt: dict | None) -> dict:
         summary["streams_identical"] = sum(r["stream_identical"] for r in compared)
         key = "label_identical" if "label_identical" in compared[0] else "image_identical"
         summary["predictions_identical"] = sum(r[key] for r in compared)
-        diffs = [r["max_logit_diff"] for r in compared if "max_logit_diff" in r]
-        summary["max_logit_diff"] = max(diffs) if diffs else None
+        for name in ("max_logit_diff", "max_box_diff"):
+            diffs = [r[name] for r in compared if name in r]
+            summary[name] = max(diffs) if diffs else None
     summary["failed"] = bool(summary["errors"]) or (corrupt is not None and not corrupt["rejected"])
     return summary
 
@@ -149,6 +154,8 @@ def _print(console: Console, s: dict) -> None:
         table.add_row("predictions identical to PyTorch's", f"{s['predictions_identical']}/{n}")
         if s["max_logit_diff"] is not None:
             table.add_row("max |logit − PyTorch logit|", f"{s['max_logit_diff']:.2e}")
+        if s["max_box_diff"] is not None:
+            table.add_row("max |box − PyTorch box| (10 best, × image side)", f"{s['max_box_diff']:.2e}")
     if s["corrupt_check"] is not None:
         table.add_row("corrupted stream rejected", "yes" if s["corrupt_check"]["rejected"] else "NO")
     console.print(table)

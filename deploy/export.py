@@ -117,6 +117,7 @@ class SplitParts:
     num_classes: int | None = None
     torch_module: nn.Module | None = None  # the LightningModule (PyTorch reference)
     input_size: int | None = None  # a fixed square input side (the network takes no other)
+    detection_size: int | None = None  # SSD: the side the edge graph resizes every image to
 
 
 def _codec_wire(cell: str, width: float, bits: int, reconstruction: str, coding: str) -> dict:
@@ -177,12 +178,21 @@ def split_parts(module: nn.Module, method: str, iterations: int | None = None, f
             method, "classification", net.iterations, "open", None, wire, graphs, hp.codec_cell, hp.num_classes, module
         )
     if method == "shared_trunk":
-        if module.is_detection:
-            raise ValueError("export of the shared trunk supports task=classification (the SSD224 head: not yet)")
         model = module.model
         settings = feature_codec or (_feature_settings(module.codec) if module.codec is not None else None)
         settings = settings or dict(DEFAULT_FEATURE_CODEC)
         wire = {"format": "SCVF", "settings": settings}
+        if module.is_detection:
+            size = hp.image_size
+            graphs = {
+                "edge": halves.DetectionEdge(
+                    model.transform.image_mean, model.transform.image_std, size, model.backbone.trunk.edge
+                ),
+                "head": halves.DetectionHead(model),
+            }
+            parts = SplitParts(method, "detection", 1, None, None, wire, graphs, None, hp.num_classes or 21, module)
+            parts.detection_size = size
+            return parts
         graphs = {"edge": halves.FeatureEdge(model.normalize, model.edge), "head": model.head}
         num_classes = model.head[-1][-1].out_features
         # VGG16's head ends in AdaptiveAvgPool2d((7, 7)), which ONNX exports for one input size only
@@ -194,6 +204,28 @@ def split_parts(module: nn.Module, method: str, iterations: int | None = None, f
             )
         return SplitParts(method, "classification", 1, None, None, wire, graphs, None, num_classes, module, fixed)
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+
+
+@torch.no_grad()
+def _detection_settings(parts: SplitParts, out: Path) -> dict:
+    """The SSD's anchors at its input size (``anchors.npy``) and post-processing settings."""
+    from torchvision.models.detection.image_list import ImageList
+
+    ssd, size = parts.torch_module.model, parts.detection_size
+    tensors = torch.zeros(1, 3, size, size)
+    features = list(ssd.backbone(tensors).values())
+    anchors = ssd.anchor_generator(ImageList(tensors, [(size, size)]), features)[0].numpy().astype(np.float32)
+    np.save(out / "anchors.npy", anchors)
+    return {
+        "size": size,
+        "anchors": {"file": "anchors.npy", "sha256": sha256_file(out / "anchors.npy"), "shape": list(anchors.shape)},
+        "box_coder_weights": list(ssd.box_coder.weights),
+        "score_thresh": ssd.score_thresh,
+        "nms_thresh": ssd.nms_thresh,
+        "detections_per_img": ssd.detections_per_img,
+        "topk_candidates": ssd.topk_candidates,
+        "boxes": "xyxy, normalised by the image's width and height",
+    }
 
 
 def _feature_settings(codec: Any) -> dict:
@@ -308,6 +340,18 @@ def export_parts(parts: SplitParts, out: Path) -> dict:
             else:
                 dynamic = {"image": _image_axes("image"), "logits": {0: "batch"}}
                 graphs["head"] = export_graph(head, (x + 0.5,), out / "head.onnx", ["image"], ["logits"], dynamic)
+    elif parts.detection_size is not None:
+        edge, head = parts.graphs["edge"], parts.graphs["head"]
+        with torch.no_grad():
+            features = edge(x + 0.5)
+        graphs["edge"] = export_graph(
+            edge, (x + 0.5,), out / "edge.onnx", ["image"], ["features"],
+            {"image": _image_axes("image"), "features": {0: "batch"}},
+        )  # fmt: skip
+        graphs["head"] = export_graph(
+            head, (features,), out / "head.onnx", ["features"], ["bbox_regression", "cls_logits"],
+            {"features": {0: "batch"}, "bbox_regression": {0: "batch"}, "cls_logits": {0: "batch"}},
+        )  # fmt: skip
     else:
         edge, head = parts.graphs["edge"], parts.graphs["head"]
         fixed = parts.input_size is not None
@@ -351,7 +395,32 @@ def torch_edge(parts: SplitParts, image: np.ndarray) -> bytes:
         return write_rnn_stream(codes.numpy(), size, parts.wire["codec"], parts.wire["coding"])
     from coding.feature_codec import FeatureCodec
 
+    if parts.detection_size is not None:
+        return FeatureCodec(**parts.wire["settings"]).encode(parts.graphs["edge"](x))
     return FeatureCodec(**parts.wire["settings"]).encode(m.model.encode(x))
+
+
+@torch.no_grad()
+def torch_detections(parts: SplitParts, image: np.ndarray) -> dict:
+    """The PyTorch SSD end to end on ``image``, its wire through the export's feature codec; boxes xyxy
+    divided by the image's width and height."""
+    from coding.feature_codec import FeatureCodec
+    from models.split_backbones import split_trunk_of
+
+    ssd = parts.torch_module.model
+    wire = split_trunk_of(ssd).wire
+    wire.codec = FeatureCodec(**parts.wire["settings"])
+    try:
+        found = ssd([image_tensor(image)[0]])[0]
+    finally:
+        wire.codec = None
+    h, w = image.shape[:2]
+    scale = torch.tensor([w, h, w, h], dtype=found["boxes"].dtype)
+    return {
+        "boxes": (found["boxes"] / scale).tolist(),
+        "scores": found["scores"].tolist(),
+        "labels": found["labels"].tolist(),
+    }
 
 
 @torch.no_grad()
@@ -377,6 +446,9 @@ def torch_server(parts: SplitParts, stream: bytes) -> np.ndarray:
         return m.model.classify_codes(torch.from_numpy(codes)).numpy()
     from coding.feature_codec import decode
 
+    if parts.detection_size is not None:
+        head = parts.graphs["head"]
+        return tuple(t.numpy() for t in head(decode(stream).unsqueeze(0)))
     return m.model.head(decode(stream).unsqueeze(0)).numpy()
 
 
@@ -438,6 +510,8 @@ def export(
         "wire": parts.wire,
         **exported,
     }
+    if parts.detection_size is not None:
+        manifest["detection"] = _detection_settings(parts, tmp)
     if images:
         reference = {}
         for image_path, image in images:
@@ -445,7 +519,9 @@ def export(
             reference[image_path.name] = {
                 "bytes": len(stream),
                 "stream_sha256": hashlib.sha256(stream).hexdigest(),
-                "prediction": prediction_of(torch_server(parts, stream), parts.task),
+                "prediction": torch_detections(parts, image)
+                if parts.detection_size is not None
+                else prediction_of(torch_server(parts, stream), parts.task),
             }
         (tmp / "reference.json").write_text(json.dumps(reference, indent=1) + "\n")
     write_manifest(tmp, manifest)

@@ -52,6 +52,32 @@ def code_recognition(path: Path, variant: str = "from_layer2", iterations: int =
     return _fit(module, labelled(), path)
 
 
+def shared_trunk_detection(path: Path, trunk: str = "mobilenet_v2") -> Path:
+    """SSD224 behind the split trunk (a tiny input side; its weights as constructed: a fit needs VOC)."""
+    from lightning_modules.shared_trunk import SharedTrunkTask
+
+    torch.manual_seed(0)
+    module = SharedTrunkTask(
+        trunk=trunk,
+        task="detection",
+        width=WIDTH * 4,
+        image_size=96,
+        codec="png",
+        codec_quality=None,
+        latency_repeats=0,
+    )
+    module.eval()
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": L.__version__,
+        },
+        path,
+    )
+    return path
+
+
 def shared_trunk(path: Path, trunk: str = "vgg16", codec: str | None = "png") -> Path:
     from lightning_modules.shared_trunk import SharedTrunkTask
 

@@ -17,6 +17,7 @@ CASES = {
     "decoded_recognition": lambda d, c: checkpoints.decoded_recognition(d / "decoded.ckpt", c("rnn_compressor"), 2),
     "shared_trunk_mobilenet_v2": lambda d, c: checkpoints.shared_trunk(d / "mnv2.ckpt", "mobilenet_v2", "png"),
     "shared_trunk_vgg16": lambda d, c: checkpoints.shared_trunk(d / "vgg.ckpt", "vgg16", "png"),
+    "shared_trunk_ssd224": lambda d, c: checkpoints.shared_trunk_detection(d / "ssd.ckpt"),
 }
 
 METHODS = {
