@@ -24,7 +24,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from deploy.images import read_image
-from deploy.protocol import REQUEST, check_loopback, recv_reply, send_frame
+from deploy.protocol import REQUEST, ProtocolError, check_loopback, recv_reply, send_frame
 from deploy.runtime import EdgeRuntime
 
 
@@ -85,8 +85,7 @@ def run_edge(
             start = time.perf_counter()
             stream = runtime.encode(image)
             encoded = time.perf_counter()
-            send_frame(sock, REQUEST, stream)
-            reply = recv_reply(sock)
+            reply = _request(sock, stream, len(rows), len(loaded))
             done = time.perf_counter()
             first = first or stream
             rows.append(
@@ -103,12 +102,23 @@ def run_edge(
             progress.advance(task)
         corrupt = None
         if corrupt_check and first is not None:
-            send_frame(sock, REQUEST, corrupted(first))
-            reply = recv_reply(sock)
+            reply = _request(sock, corrupted(first), len(rows), len(loaded))
             corrupt = {"rejected": not reply["ok"], "error": reply.get("error")}
     summary = _summary(rows, runtime.manifest, corrupt)
     _print(console, summary)
     return summary
+
+
+def _request(sock: socket.socket, stream: bytes, done: int, total: int) -> dict:
+    """Send one stream and wait for its reply; a lost connection is an error naming how far it got."""
+    try:
+        send_frame(sock, REQUEST, stream)
+        return recv_reply(sock)
+    except (OSError, ProtocolError) as error:
+        raise ConnectionError(
+            f"no reply from the server after {done} of {total} images ({type(error).__name__}: {error}); did it reach its "
+            "--max-requests or --idle-timeout?"
+        ) from error
 
 
 def _summary(rows: list[dict], manifest: dict, corrupt: dict | None) -> dict:

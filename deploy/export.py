@@ -98,7 +98,8 @@ def load_module(path: Path, method: str) -> nn.Module:
         from lightning_modules.shared_trunk import SharedTrunkTask as cls
 
         overrides = {"weights": None}
-    module = cls.load_from_checkpoint(path, map_location="cpu", weights_only=False, **overrides)
+    # weights_only: _load_raw has already read this file with weights_only=True
+    module = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True, **overrides)
     return module.eval()
 
 

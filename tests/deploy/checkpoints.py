@@ -28,6 +28,13 @@ def _fit(module: L.LightningModule, data, path: Path, steps: int = 1) -> Path:
     return path
 
 
+def _save_unfitted(module: L.LightningModule, path: Path) -> Path:
+    """A checkpoint of a module as constructed (what ``load_from_checkpoint`` reads: weights, hyper-parameters)."""
+    state = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    torch.save({**state, "pytorch-lightning_version": L.__version__}, path)
+    return path
+
+
 def labelled(n: int = 4, size: int = 32) -> DataLoader:
     g = torch.Generator().manual_seed(0)
     images = torch.rand(n, 3, size, size, generator=g)
@@ -66,16 +73,7 @@ def shared_trunk_detection(path: Path, trunk: str = "mobilenet_v2") -> Path:
         codec_quality=None,
         latency_repeats=0,
     )
-    module.eval()
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "pytorch-lightning_version": L.__version__,
-        },
-        path,
-    )
-    return path
+    return _save_unfitted(module, path)
 
 
 def shared_trunk(path: Path, trunk: str = "vgg16", codec: str | None = "png") -> Path:
@@ -105,13 +103,4 @@ def decoded_recognition(path: Path, compressor: Path, iterations: int = 2) -> Pa
         num_classes=NUM_CLASSES, iterations=iterations, codec_width=WIDTH, arch="resnet18", decoded_cache_dir=None
     )
     module.load_compressor(str(compressor))
-    module.eval()
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "pytorch-lightning_version": L.__version__,
-        },
-        path,
-    )
-    return path
+    return _save_unfitted(module, path)
