@@ -143,15 +143,18 @@ def split_parts(module: nn.Module, method: str, iterations: int | None = None, f
         }
         coding = "smallest" if method == "rnn_compressor" else hp.stream_coding
         task, num_classes, server_input = "reconstruction", None, None
+        detection_size = None
         if method == "decoded_recognition":
-            if hp.task != "classification":
-                raise ValueError(
-                    "export of decoded-image recognition supports task=classification (detection: not yet)"
-                )
-            graphs["head"] = module.recogniser
             task, num_classes, server_input = "classification", hp.num_classes, "uint8"
+            graphs["head"] = module.recogniser
+            if hp.task == "detection":
+                detection_size = hp.detector_image_size
+                graphs["head"] = halves.SSDNetwork(module.recogniser, detection_size)
+                task = "detection"
         wire = _codec_wire(codec.cell, codec.width, codec.bits, codec.reconstruction, coding)
-        return SplitParts(method, task, k, "closed", server_input, wire, graphs, codec.cell, num_classes, module)
+        parts = SplitParts(method, task, k, "closed", server_input, wire, graphs, codec.cell, num_classes, module)
+        parts.detection_size = detection_size
+        return parts
     if method == "code_recognition":
         net = module.model
         if iterations not in (None, net.iterations):
@@ -207,12 +210,17 @@ def split_parts(module: nn.Module, method: str, iterations: int | None = None, f
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
 
 
+def _ssd_of(parts: SplitParts) -> nn.Module:
+    m = parts.torch_module
+    return m.recogniser if parts.method == "decoded_recognition" else m.model
+
+
 @torch.no_grad()
 def _detection_settings(parts: SplitParts, out: Path) -> dict:
     """The SSD's anchors at its input size (``anchors.npy``) and post-processing settings."""
     from torchvision.models.detection.image_list import ImageList
 
-    ssd, size = parts.torch_module.model, parts.detection_size
+    ssd, size = _ssd_of(parts), parts.detection_size
     tensors = torch.zeros(1, 3, size, size)
     features = list(ssd.backbone(tensors).values())
     anchors = ssd.anchor_generator(ImageList(tensors, [(size, size)]), features)[0].numpy().astype(np.float32)
@@ -338,6 +346,10 @@ def export_parts(parts: SplitParts, out: Path) -> dict:
                 example[example == 0] = 1.0
                 dynamic = {"codes": {1: "batch", 3: "codes_height", 4: "codes_width"}, "logits": {0: "batch"}}
                 graphs["head"] = export_graph(head, (example,), out / "head.onnx", ["codes"], ["logits"], dynamic)
+            elif parts.task == "detection":
+                outs = ["bbox_regression", "cls_logits"]
+                dynamic = {"image": _image_axes("image")} | {n: {0: "batch"} for n in outs}
+                graphs["head"] = export_graph(head, (x + 0.5,), out / "head.onnx", ["image"], outs, dynamic)
             else:
                 dynamic = {"image": _image_axes("image"), "logits": {0: "batch"}}
                 graphs["head"] = export_graph(head, (x + 0.5,), out / "head.onnx", ["image"], ["logits"], dynamic)
@@ -408,14 +420,22 @@ def torch_detections(parts: SplitParts, image: np.ndarray) -> dict:
     from coding.feature_codec import FeatureCodec
     from models.split_backbones import split_trunk_of
 
-    ssd = parts.torch_module.model
-    wire = split_trunk_of(ssd).wire
-    wire.codec = FeatureCodec(**parts.wire["settings"])
-    try:
-        found = ssd([image_tensor(image)[0]])[0]
-    finally:
-        wire.codec = None
     h, w = image.shape[:2]
+    if parts.method == "decoded_recognition":  # the detector on the image decoded from the stream, as uint8
+        from coding import rnn_bitstream as rb
+        from coding.image_codecs import to_float_chw, to_uint8_hwc
+
+        stream = torch_edge(parts, image)
+        decoded = to_float_chw(to_uint8_hwc(rb.decompress(parts.torch_module.compressor, stream)[0]))
+        found = parts.torch_module.recogniser([decoded])[0]
+    else:
+        ssd = parts.torch_module.model
+        wire = split_trunk_of(ssd).wire
+        wire.codec = FeatureCodec(**parts.wire["settings"])
+        try:
+            found = ssd([image_tensor(image)[0]])[0]
+        finally:
+            wire.codec = None
     scale = torch.tensor([w, h, w, h], dtype=found["boxes"].dtype)
     return {
         "boxes": (found["boxes"] / scale).tolist(),
@@ -435,8 +455,10 @@ def torch_server(parts: SplitParts, stream: bytes) -> np.ndarray:
     if parts.method == "rnn_compressor":
         return rb.decompress(m.codec, stream).numpy()
     if parts.method == "decoded_recognition":
-        decoded = rb.decompress(m.compressor, stream)[0]
-        return m.recogniser(to_float_chw(to_uint8_hwc(decoded)).unsqueeze(0)).numpy()
+        decoded = to_float_chw(to_uint8_hwc(rb.decompress(m.compressor, stream)[0])).unsqueeze(0)
+        if parts.detection_size is not None:
+            return tuple(t.numpy() for t in parts.graphs["head"](decoded))
+        return m.recogniser(decoded).numpy()
     if parts.method == "code_recognition":
         if m.model.has_decoder:
             codes, info = rb.read_codes(m.model.codec, stream)

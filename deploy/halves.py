@@ -152,3 +152,18 @@ class DetectionHead(nn.Module):
             maps.append(block(maps[-1]))
         out = self.head(maps)
         return out["bbox_regression"], out["cls_logits"]
+
+
+class SSDNetwork(nn.Module):
+    """A whole torchvision SSD on images in [0, 1] up to its raw outputs: its transform (normalise, resize
+    to the fixed ``size``), backbone and head → ``bbox_regression`` and ``cls_logits`` (anchors and NMS run
+    in the runtime). The server of decoded-image recognition with a detector."""
+
+    def __init__(self, ssd: nn.Module, size: int):
+        super().__init__()
+        self.edge = DetectionEdge(ssd.transform.image_mean, ssd.transform.image_std, size, ssd.backbone)
+        self.head = ssd.head
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.head(list(self.edge(images).values()))
+        return out["bbox_regression"], out["cls_logits"]

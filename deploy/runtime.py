@@ -177,20 +177,18 @@ class ServerRuntime:
         self.decoder = session(self.directory, graphs["decoder_step"], threads) if "decoder_step" in graphs else None
         self.head = session(self.directory, graphs["head"], threads) if "head" in graphs else None
 
-    def decode(self, stream: bytes) -> np.ndarray:
+    def outputs(self, stream: bytes) -> list[np.ndarray]:
+        """The server graphs' raw outputs for ``stream`` (the decoded image alone for the compressor)."""
         m = self.manifest
         if m["wire"]["format"] == "SCVF":
-            outputs = run(self.head, {"features": read_feature_stream(stream)})
-            if self.anchors is not None:
-                return ssd_detections(*outputs, self.anchors, m["detection"])
-            return outputs[0]
+            return run(self.head, {"features": read_feature_stream(stream)})
         codes, info = read_rnn_stream(stream, m["wire"]["codec"], self.max_pixels)
         if self.decoder is None:  # decoder removed: the codes go into the head
             if info.iterations != m["iterations"]:
                 raise ValueError(
                     f"this model classifies k={m['iterations']} iterations of codes; the stream has {info.iterations}"
                 )
-            return run(self.head, {"codes": codes})[0]
+            return run(self.head, {"codes": codes})
         batch, _, h, w = codes.shape[1:]
         recon = np.zeros((batch, 3, h * STRIDE, w * STRIDE), np.float32)
         dec = zero_states(m["states"]["decoder"], batch, h * STRIDE, w * STRIDE)
@@ -201,10 +199,17 @@ class ServerRuntime:
             dec = dict(zip(names, out[1:], strict=True))
         image = np.clip(recon[..., : info.height, : info.width] + np.float32(0.5), 0, 1)
         if self.head is None:
-            return image
+            return [image]
         if m["server_input"] == "uint8":
             image = np.round(image * np.float32(255)).astype(np.uint8).astype(np.float32) / np.float32(255)
-        return run(self.head, {"image": np.ascontiguousarray(image)})[0]
+        return run(self.head, {"image": np.ascontiguousarray(image)})
+
+    def decode(self, stream: bytes):
+        """Logits, the decoded image, or (detection) the detections of ``stream``."""
+        outputs = self.outputs(stream)
+        if self.anchors is not None:
+            return ssd_detections(*outputs, self.anchors, self.manifest["detection"])
+        return outputs[0]
 
     def predict(self, stream: bytes) -> dict:
         return prediction_of(self.decode(stream), self.manifest["task"])

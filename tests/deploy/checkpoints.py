@@ -93,14 +93,21 @@ def shared_trunk(path: Path, trunk: str = "vgg16", codec: str | None = "png") ->
     return _fit(module, labelled(size=64), path)
 
 
-def decoded_recognition(path: Path, compressor: Path, iterations: int = 2) -> Path:
+def decoded_recognition(path: Path, compressor: Path, iterations: int = 2, task: str = "classification") -> Path:
     """The frozen compressor of ``compressor`` + a random ResNet-18 (a fit needs source image files;
     the checkpoint holds every weight the export reads)."""
     from lightning_modules.compressed_image_recognition import CompressedImageRecognition
 
     torch.manual_seed(0)
     module = CompressedImageRecognition(
-        num_classes=NUM_CLASSES, iterations=iterations, codec_width=WIDTH, arch="resnet18", decoded_cache_dir=None
+        task=task,
+        num_classes=NUM_CLASSES if task == "classification" else 21,
+        iterations=iterations,
+        codec_width=WIDTH,
+        arch="resnet18",
+        detector_width=0.25,
+        detector_image_size=96,
+        decoded_cache_dir=None,
     )
     module.load_compressor(str(compressor))
     return _save_unfitted(module, path)

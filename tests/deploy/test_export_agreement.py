@@ -14,8 +14,7 @@ from coding.rnn_bitstream import stream_bytes_per_image
 from deploy.export import load_module, split_parts, torch_detections, torch_edge, torch_server
 from deploy.images import read_image
 from deploy.manifest import ManifestError, read_manifest, sha256_file
-from deploy.runtime import EdgeRuntime, ServerRuntime, image_input, pad_to_multiple, run
-from deploy.streams import read_feature_stream
+from deploy.runtime import EdgeRuntime, ServerRuntime, image_input, pad_to_multiple
 from tests.deploy.conftest import CASES, METHODS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -149,8 +148,7 @@ def test_server_predicts_what_pytorch_predicts_and_streams_cross_over(case, expo
     for image in images[:4]:
         for stream in (edge.encode(image), torch_edge(parts, image)):
             if parts.task == "detection":
-                ours = run(server.head, {"features": read_feature_stream(stream)})
-                for a, b in zip(ours, torch_server(parts, stream), strict=True):
+                for a, b in zip(server.outputs(stream), torch_server(parts, stream), strict=True):
                     assert np.abs(a - b).max() <= LOGIT_TOLERANCE
                 continue
             ours, theirs = server.decode(stream), torch_server(parts, stream)
@@ -163,12 +161,14 @@ def test_server_predicts_what_pytorch_predicts_and_streams_cross_over(case, expo
                 assert np.abs(ours - theirs).max() <= IMAGE_TOLERANCE
 
 
-def test_ssd224_server_detects_what_the_pytorch_ssd_detects(exported, demo_checkpoint, images):
-    """ONNX head + torchvision's post-processing on the anchors of the export vs the PyTorch SSD run end to
-    end (transform, backbone, head, anchors, NMS, rescaling) on the same stream: the ten best detections
+@pytest.mark.parametrize("case", ["shared_trunk_ssd224", "decoded_recognition_ssdlite"])
+def test_ssd_server_detects_what_the_pytorch_ssd_detects(case, exported, demo_checkpoint, images):
+    """ONNX graphs + torchvision's post-processing on the anchors of the export vs the PyTorch SSD run end
+    to end (transform, backbone, head, anchors, NMS, rescaling) on the same stream (shared trunk: SSD224
+    behind the split; decoded images: SSDLite on the image decoded from the recurrent codec's stream): the ten best detections
     have the same labels, boxes within 1e-4 of the image side, scores within 1e-5."""
-    parts = parts_of("shared_trunk_ssd224", demo_checkpoint)
-    server = ServerRuntime(exported("shared_trunk_ssd224"))
+    parts = parts_of(case, demo_checkpoint)
+    server = ServerRuntime(exported(case))
     for image in images[:3]:
         ours, theirs = server.predict(torch_edge(parts, image)), torch_detections(parts, image)
         assert len(ours["labels"]) == len(theirs["labels"]) > 0
