@@ -77,7 +77,7 @@ def run_edge(
     runtime = EdgeRuntime(export_dir, threads)
     refs = _reference(reference) if reference else {}
     rows = []
-    with socket.create_connection((host, port), timeout=timeout) as sock, Progress(console=console) as progress:
+    with _connect(host, port, timeout) as sock, Progress(console=console) as progress:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         task = progress.add_task(f"edge → {host}:{port}", total=len(loaded))
         first = None
@@ -107,6 +107,19 @@ def run_edge(
     summary = _summary(rows, runtime.manifest, corrupt)
     _print(console, summary)
     return summary
+
+
+def _connect(host: str, port: int, timeout: float) -> socket.socket:
+    """A connection to the server, retried for up to ``timeout`` seconds (a server started just before
+    may still be loading its graphs)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return socket.create_connection((host, port), timeout=timeout)
+        except ConnectionRefusedError as error:
+            if time.monotonic() >= deadline:
+                raise ConnectionError(f"no server listening on {host}:{port} after {timeout:g} s") from error
+            time.sleep(0.2)
 
 
 def _request(sock: socket.socket, stream: bytes, done: int, total: int) -> dict:

@@ -46,3 +46,15 @@ def test_an_incomplete_manifest_is_refused_naming_what_is_missing(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"manifest_version": 1, "method": "rnn_compressor"}))
     with pytest.raises(SystemExit, match="incomplete manifest, missing task"):
         train.main(["serve", str(tmp_path), "--max-requests", "1", "--idle-timeout", "0.1"])
+
+
+def test_edge_without_a_server_stops_after_its_timeout(exported, fixture_images):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(SystemExit, match=f"no server listening on 127.0.0.1:{port} after 0.5 s"):
+        train.main(
+            ["edge", str(exported("rnn_compressor")), str(fixture_images[0]), "--port", str(port), "--timeout", "0.5"]
+        )
