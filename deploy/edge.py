@@ -24,7 +24,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from deploy.images import read_image
-from deploy.protocol import REQUEST, check_loopback, recv_reply, send_frame
+from deploy.protocol import REQUEST, ProtocolError, check_loopback, recv_reply, send_frame
 from deploy.runtime import EdgeRuntime
 
 
@@ -33,13 +33,24 @@ def corrupted(stream: bytes) -> bytes:
     return stream[:-1] + bytes([stream[-1] ^ 0xFF])
 
 
+def _reference(path: str | Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a readable reference.json ({error})") from error
+
+
 def _agreement(name: str, stream: bytes, reply: dict, reference: dict) -> dict:
     ref = reference.get(name)
     if ref is None:
         return {}
     out = {"stream_identical": hashlib.sha256(stream).hexdigest() == ref["stream_sha256"]}
     got, want = reply.get("prediction") or {}, ref["prediction"]
-    if "label" in want:
+    if "boxes" in want:  # detection: the ten best detections
+        out["label_identical"] = got.get("labels", [])[:10] == want["labels"][:10]
+        pairs = zip(got.get("boxes", [])[:10], want["boxes"][:10], strict=False)
+        out["max_box_diff"] = max((abs(a - b) for p, q in pairs for a, b in zip(p, q, strict=True)), default=0.0)
+    elif "label" in want:
         out["label_identical"] = got.get("label") == want["label"]
         if got.get("logits") is not None:
             out["max_logit_diff"] = max(abs(a - b) for a, b in zip(got["logits"], want["logits"], strict=True))
@@ -62,11 +73,11 @@ def run_edge(
     """Send ``images`` through the edge runtime to the server; returns the summary (with every reply)."""
     check_loopback(host)
     console = console or Console(stderr=True)
-    runtime = EdgeRuntime(export_dir, threads)
-    refs = json.loads(Path(reference).read_text()) if reference else {}
     loaded = [(path, read_image(path)) for path in images]  # unreadable images fail before any work
+    runtime = EdgeRuntime(export_dir, threads)
+    refs = _reference(reference) if reference else {}
     rows = []
-    with socket.create_connection((host, port), timeout=timeout) as sock, Progress(console=console) as progress:
+    with _connect(host, port, timeout) as sock, Progress(console=console) as progress:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         task = progress.add_task(f"edge → {host}:{port}", total=len(loaded))
         first = None
@@ -74,8 +85,7 @@ def run_edge(
             start = time.perf_counter()
             stream = runtime.encode(image)
             encoded = time.perf_counter()
-            send_frame(sock, REQUEST, stream)
-            reply = recv_reply(sock)
+            reply = _request(sock, stream, len(rows), len(loaded))
             done = time.perf_counter()
             first = first or stream
             rows.append(
@@ -92,12 +102,36 @@ def run_edge(
             progress.advance(task)
         corrupt = None
         if corrupt_check and first is not None:
-            send_frame(sock, REQUEST, corrupted(first))
-            reply = recv_reply(sock)
+            reply = _request(sock, corrupted(first), len(rows), len(loaded))
             corrupt = {"rejected": not reply["ok"], "error": reply.get("error")}
     summary = _summary(rows, runtime.manifest, corrupt)
     _print(console, summary)
     return summary
+
+
+def _connect(host: str, port: int, timeout: float) -> socket.socket:
+    """A connection to the server, retried for up to ``timeout`` seconds (a server started just before
+    may still be loading its graphs)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return socket.create_connection((host, port), timeout=timeout)
+        except ConnectionRefusedError as error:
+            if time.monotonic() >= deadline:
+                raise ConnectionError(f"no server listening on {host}:{port} after {timeout:g} s") from error
+            time.sleep(0.2)
+
+
+def _request(sock: socket.socket, stream: bytes, done: int, total: int) -> dict:
+    """Send one stream and wait for its reply; a lost connection is an error naming how far it got."""
+    try:
+        send_frame(sock, REQUEST, stream)
+        return recv_reply(sock)
+    except (OSError, ProtocolError) as error:
+        raise ConnectionError(
+            f"no reply from the server after {done} of {total} images ({type(error).__name__}: {error}); did it reach its "
+            "--max-requests or --idle-timeout?"
+        ) from error
 
 
 def _summary(rows: list[dict], manifest: dict, corrupt: dict | None) -> dict:
@@ -121,8 +155,9 @@ def _summary(rows: list[dict], manifest: dict, corrupt: dict | None) -> dict:
         summary["streams_identical"] = sum(r["stream_identical"] for r in compared)
         key = "label_identical" if "label_identical" in compared[0] else "image_identical"
         summary["predictions_identical"] = sum(r[key] for r in compared)
-        diffs = [r["max_logit_diff"] for r in compared if "max_logit_diff" in r]
-        summary["max_logit_diff"] = max(diffs) if diffs else None
+        for name in ("max_logit_diff", "max_box_diff"):
+            diffs = [r[name] for r in compared if name in r]
+            summary[name] = max(diffs) if diffs else None
     summary["failed"] = bool(summary["errors"]) or (corrupt is not None and not corrupt["rejected"])
     return summary
 
@@ -142,6 +177,8 @@ def _print(console: Console, s: dict) -> None:
         table.add_row("predictions identical to PyTorch's", f"{s['predictions_identical']}/{n}")
         if s["max_logit_diff"] is not None:
             table.add_row("max |logit − PyTorch logit|", f"{s['max_logit_diff']:.2e}")
+        if s["max_box_diff"] is not None:
+            table.add_row("max |box − PyTorch box| (10 best, × image side)", f"{s['max_box_diff']:.2e}")
     if s["corrupt_check"] is not None:
         table.add_row("corrupted stream rejected", "yes" if s["corrupt_check"]["rejected"] else "NO")
     console.print(table)

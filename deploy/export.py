@@ -98,7 +98,8 @@ def load_module(path: Path, method: str) -> nn.Module:
         from lightning_modules.shared_trunk import SharedTrunkTask as cls
 
         overrides = {"weights": None}
-    module = cls.load_from_checkpoint(path, map_location="cpu", weights_only=False, **overrides)
+    # weights_only: _load_raw has already read this file with weights_only=True
+    module = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True, **overrides)
     return module.eval()
 
 
@@ -117,6 +118,7 @@ class SplitParts:
     num_classes: int | None = None
     torch_module: nn.Module | None = None  # the LightningModule (PyTorch reference)
     input_size: int | None = None  # a fixed square input side (the network takes no other)
+    detection_size: int | None = None  # SSD: the side the edge graph resizes every image to
 
 
 def _codec_wire(cell: str, width: float, bits: int, reconstruction: str, coding: str) -> dict:
@@ -141,15 +143,18 @@ def split_parts(module: nn.Module, method: str, iterations: int | None = None, f
         }
         coding = "smallest" if method == "rnn_compressor" else hp.stream_coding
         task, num_classes, server_input = "reconstruction", None, None
+        detection_size = None
         if method == "decoded_recognition":
-            if hp.task != "classification":
-                raise ValueError(
-                    "export of decoded-image recognition supports task=classification (detection: not yet)"
-                )
-            graphs["head"] = module.recogniser
             task, num_classes, server_input = "classification", hp.num_classes, "uint8"
+            graphs["head"] = module.recogniser
+            if hp.task == "detection":
+                detection_size = hp.detector_image_size
+                graphs["head"] = halves.SSDNetwork(module.recogniser, detection_size)
+                task = "detection"
         wire = _codec_wire(codec.cell, codec.width, codec.bits, codec.reconstruction, coding)
-        return SplitParts(method, task, k, "closed", server_input, wire, graphs, codec.cell, num_classes, module)
+        parts = SplitParts(method, task, k, "closed", server_input, wire, graphs, codec.cell, num_classes, module)
+        parts.detection_size = detection_size
+        return parts
     if method == "code_recognition":
         net = module.model
         if iterations not in (None, net.iterations):
@@ -177,12 +182,21 @@ def split_parts(module: nn.Module, method: str, iterations: int | None = None, f
             method, "classification", net.iterations, "open", None, wire, graphs, hp.codec_cell, hp.num_classes, module
         )
     if method == "shared_trunk":
-        if module.is_detection:
-            raise ValueError("export of the shared trunk supports task=classification (the SSD224 head: not yet)")
         model = module.model
         settings = feature_codec or (_feature_settings(module.codec) if module.codec is not None else None)
         settings = settings or dict(DEFAULT_FEATURE_CODEC)
         wire = {"format": "SCVF", "settings": settings}
+        if module.is_detection:
+            size = hp.image_size
+            graphs = {
+                "edge": halves.DetectionEdge(
+                    model.transform.image_mean, model.transform.image_std, size, model.backbone.trunk.edge
+                ),
+                "head": halves.DetectionHead(model),
+            }
+            parts = SplitParts(method, "detection", 1, None, None, wire, graphs, None, hp.num_classes or 21, module)
+            parts.detection_size = size
+            return parts
         graphs = {"edge": halves.FeatureEdge(model.normalize, model.edge), "head": model.head}
         num_classes = model.head[-1][-1].out_features
         # VGG16's head ends in AdaptiveAvgPool2d((7, 7)), which ONNX exports for one input size only
@@ -194,6 +208,33 @@ def split_parts(module: nn.Module, method: str, iterations: int | None = None, f
             )
         return SplitParts(method, "classification", 1, None, None, wire, graphs, None, num_classes, module, fixed)
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+
+
+def _ssd_of(parts: SplitParts) -> nn.Module:
+    m = parts.torch_module
+    return m.recogniser if parts.method == "decoded_recognition" else m.model
+
+
+@torch.no_grad()
+def _detection_settings(parts: SplitParts, out: Path) -> dict:
+    """The SSD's anchors at its input size (``anchors.npy``) and post-processing settings."""
+    from torchvision.models.detection.image_list import ImageList
+
+    ssd, size = _ssd_of(parts), parts.detection_size
+    tensors = torch.zeros(1, 3, size, size)
+    features = list(ssd.backbone(tensors).values())
+    anchors = ssd.anchor_generator(ImageList(tensors, [(size, size)]), features)[0].numpy().astype(np.float32)
+    np.save(out / "anchors.npy", anchors)
+    return {
+        "size": size,
+        "anchors": {"file": "anchors.npy", "sha256": sha256_file(out / "anchors.npy"), "shape": list(anchors.shape)},
+        "box_coder_weights": list(ssd.box_coder.weights),
+        "score_thresh": ssd.score_thresh,
+        "nms_thresh": ssd.nms_thresh,
+        "detections_per_img": ssd.detections_per_img,
+        "topk_candidates": ssd.topk_candidates,
+        "boxes": "xyxy, normalised by the image's width and height",
+    }
 
 
 def _feature_settings(codec: Any) -> dict:
@@ -305,9 +346,25 @@ def export_parts(parts: SplitParts, out: Path) -> dict:
                 example[example == 0] = 1.0
                 dynamic = {"codes": {1: "batch", 3: "codes_height", 4: "codes_width"}, "logits": {0: "batch"}}
                 graphs["head"] = export_graph(head, (example,), out / "head.onnx", ["codes"], ["logits"], dynamic)
+            elif parts.task == "detection":
+                outs = ["bbox_regression", "cls_logits"]
+                dynamic = {"image": _image_axes("image")} | {n: {0: "batch"} for n in outs}
+                graphs["head"] = export_graph(head, (x + 0.5,), out / "head.onnx", ["image"], outs, dynamic)
             else:
                 dynamic = {"image": _image_axes("image"), "logits": {0: "batch"}}
                 graphs["head"] = export_graph(head, (x + 0.5,), out / "head.onnx", ["image"], ["logits"], dynamic)
+    elif parts.detection_size is not None:
+        edge, head = parts.graphs["edge"], parts.graphs["head"]
+        with torch.no_grad():
+            features = edge(x + 0.5)
+        graphs["edge"] = export_graph(
+            edge, (x + 0.5,), out / "edge.onnx", ["image"], ["features"],
+            {"image": _image_axes("image"), "features": {0: "batch"}},
+        )  # fmt: skip
+        graphs["head"] = export_graph(
+            head, (features,), out / "head.onnx", ["features"], ["bbox_regression", "cls_logits"],
+            {"features": {0: "batch"}, "bbox_regression": {0: "batch"}, "cls_logits": {0: "batch"}},
+        )  # fmt: skip
     else:
         edge, head = parts.graphs["edge"], parts.graphs["head"]
         fixed = parts.input_size is not None
@@ -351,7 +408,40 @@ def torch_edge(parts: SplitParts, image: np.ndarray) -> bytes:
         return write_rnn_stream(codes.numpy(), size, parts.wire["codec"], parts.wire["coding"])
     from coding.feature_codec import FeatureCodec
 
+    if parts.detection_size is not None:
+        return FeatureCodec(**parts.wire["settings"]).encode(parts.graphs["edge"](x))
     return FeatureCodec(**parts.wire["settings"]).encode(m.model.encode(x))
+
+
+@torch.no_grad()
+def torch_detections(parts: SplitParts, image: np.ndarray) -> dict:
+    """The PyTorch SSD end to end on ``image``, its wire through the export's feature codec; boxes xyxy
+    divided by the image's width and height."""
+    from coding.feature_codec import FeatureCodec
+    from models.split_backbones import split_trunk_of
+
+    h, w = image.shape[:2]
+    if parts.method == "decoded_recognition":  # the detector on the image decoded from the stream, as uint8
+        from coding import rnn_bitstream as rb
+        from coding.image_codecs import to_float_chw, to_uint8_hwc
+
+        stream = torch_edge(parts, image)
+        decoded = to_float_chw(to_uint8_hwc(rb.decompress(parts.torch_module.compressor, stream)[0]))
+        found = parts.torch_module.recogniser([decoded])[0]
+    else:
+        ssd = parts.torch_module.model
+        wire = split_trunk_of(ssd).wire
+        wire.codec = FeatureCodec(**parts.wire["settings"])
+        try:
+            found = ssd([image_tensor(image)[0]])[0]
+        finally:
+            wire.codec = None
+    scale = torch.tensor([w, h, w, h], dtype=found["boxes"].dtype)
+    return {
+        "boxes": (found["boxes"] / scale).tolist(),
+        "scores": found["scores"].tolist(),
+        "labels": found["labels"].tolist(),
+    }
 
 
 @torch.no_grad()
@@ -365,8 +455,10 @@ def torch_server(parts: SplitParts, stream: bytes) -> np.ndarray:
     if parts.method == "rnn_compressor":
         return rb.decompress(m.codec, stream).numpy()
     if parts.method == "decoded_recognition":
-        decoded = rb.decompress(m.compressor, stream)[0]
-        return m.recogniser(to_float_chw(to_uint8_hwc(decoded)).unsqueeze(0)).numpy()
+        decoded = to_float_chw(to_uint8_hwc(rb.decompress(m.compressor, stream)[0])).unsqueeze(0)
+        if parts.detection_size is not None:
+            return tuple(t.numpy() for t in parts.graphs["head"](decoded))
+        return m.recogniser(decoded).numpy()
     if parts.method == "code_recognition":
         if m.model.has_decoder:
             codes, info = rb.read_codes(m.model.codec, stream)
@@ -377,6 +469,9 @@ def torch_server(parts: SplitParts, stream: bytes) -> np.ndarray:
         return m.model.classify_codes(torch.from_numpy(codes)).numpy()
     from coding.feature_codec import decode
 
+    if parts.detection_size is not None:
+        head = parts.graphs["head"]
+        return tuple(t.numpy() for t in head(decode(stream).unsqueeze(0)))
     return m.model.head(decode(stream).unsqueeze(0)).numpy()
 
 
@@ -438,6 +533,8 @@ def export(
         "wire": parts.wire,
         **exported,
     }
+    if parts.detection_size is not None:
+        manifest["detection"] = _detection_settings(parts, tmp)
     if images:
         reference = {}
         for image_path, image in images:
@@ -445,7 +542,9 @@ def export(
             reference[image_path.name] = {
                 "bytes": len(stream),
                 "stream_sha256": hashlib.sha256(stream).hexdigest(),
-                "prediction": prediction_of(torch_server(parts, stream), parts.task),
+                "prediction": torch_detections(parts, image)
+                if parts.detection_size is not None
+                else prediction_of(torch_server(parts, stream), parts.task),
             }
         (tmp / "reference.json").write_text(json.dumps(reference, indent=1) + "\n")
     write_manifest(tmp, manifest)

@@ -115,3 +115,55 @@ class FeatureEdge(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.edge(self.normalize(images))
+
+
+class DetectionEdge(nn.Module):
+    """Shared-trunk edge of the SSD224: what the SSD's transform does (normalise, then resize to the
+    fixed ``size`` with bilinear interpolation, as ``GeneralizedRCNNTransform``), then the frozen front."""
+
+    def __init__(self, mean: list[float], std: list[float], size: int, edge: nn.Module):
+        super().__init__()
+        import torch
+
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.size, self.edge = size, edge
+
+    def forward(self, images: Tensor) -> Tensor:
+        import torch.nn.functional as F
+
+        x = (images - self.mean) / self.std
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.edge(x)
+
+
+class DetectionHead(nn.Module):
+    """Shared-trunk server of the SSD224: sent features → SSD's sources (L2-normalised split map, the
+    server's fc7, the extra layers) → SSD head: ``bbox_regression`` (B, N, 4) and ``cls_logits`` (B, N, K)
+    (anchor decoding and NMS run in the runtime: :func:`deploy.runtime.ssd_detections`)."""
+
+    def __init__(self, ssd: nn.Module):
+        super().__init__()
+        self.trunk, self.extra, self.head = ssd.backbone.trunk, ssd.backbone.extra, ssd.head
+
+    def forward(self, sent: Tensor) -> tuple[Tensor, Tensor]:
+        maps = [self.trunk.l2norm(sent), self.trunk.server(sent)]
+        for block in self.extra:
+            maps.append(block(maps[-1]))
+        out = self.head(maps)
+        return out["bbox_regression"], out["cls_logits"]
+
+
+class SSDNetwork(nn.Module):
+    """A whole torchvision SSD on images in [0, 1] up to its raw outputs: its transform (normalise, resize
+    to the fixed ``size``), backbone and head → ``bbox_regression`` and ``cls_logits`` (anchors and NMS run
+    in the runtime). The server of decoded-image recognition with a detector."""
+
+    def __init__(self, ssd: nn.Module, size: int):
+        super().__init__()
+        self.edge = DetectionEdge(ssd.transform.image_mean, ssd.transform.image_std, size, ssd.backbone)
+        self.head = ssd.head
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.head(list(self.edge(images).values()))
+        return out["bbox_regression"], out["cls_logits"]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
+REQUIRED = ("method", "task", "input", "iterations", "loop", "wire", "graphs", "states", "checkpoint")
 METHODS = ("rnn_compressor", "code_recognition", "decoded_recognition", "shared_trunk")
 
 
@@ -70,7 +71,10 @@ def read_manifest(directory: str | Path, check_files: bool = True) -> dict:
         raise ManifestError(f"{path}: manifest_version {version!r}, this runtime reads {MANIFEST_VERSION}")
     if manifest.get("method") not in METHODS:
         raise ManifestError(f"{path}: unknown method {manifest.get('method')!r}; expected one of {METHODS}")
-    for role, graph in (manifest.get("graphs") or {}).items():
+    missing = [k for k in REQUIRED if k not in manifest]
+    if missing:
+        raise ManifestError(f"{path}: incomplete manifest, missing {', '.join(missing)}")
+    for role, graph in manifest["graphs"].items():
         file = directory / graph["file"]
         if not file.is_file():
             raise ManifestError(f"{path}: graph {role!r} file {file} is missing")

@@ -71,9 +71,37 @@ def zero_states(specs: list[dict], batch: int, height: int, width: int) -> dict[
     }
 
 
-def prediction_of(output: np.ndarray, task: str) -> dict:
+def ssd_detections(bbox_regression: np.ndarray, cls_logits: np.ndarray, anchors: np.ndarray, settings: dict) -> dict:
+    """The SSD head's raw outputs of one image → ``{"boxes", "scores", "labels"}`` with torchvision's own
+    post-processing (``SSD.postprocess_detections``: box decoding, clipping, per-class score threshold and
+    top-k, batched NMS), boxes divided by the network's input side (xyxy in [0, 1] of the image)."""
+    from types import SimpleNamespace
+
+    import torch
+    from torchvision.models.detection._utils import BoxCoder
+    from torchvision.models.detection.ssd import SSD
+
+    size = settings["size"]
+    config = SimpleNamespace(
+        box_coder=BoxCoder(weights=tuple(settings["box_coder_weights"])),
+        **{k: settings[k] for k in ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates")},
+    )
+    outputs = {"bbox_regression": torch.from_numpy(bbox_regression[:1]), "cls_logits": torch.from_numpy(cls_logits[:1])}
+    with torch.no_grad():
+        found = SSD.postprocess_detections(config, outputs, [torch.from_numpy(anchors)], [(size, size)])[0]
+    return {
+        "boxes": (found["boxes"] / size).tolist(),
+        "scores": found["scores"].tolist(),
+        "labels": found["labels"].tolist(),
+    }
+
+
+def prediction_of(output, task: str) -> dict:
     """What the server answers: classification ``{label, top5, logits}``; reconstruction the decoded
-    image rounded to uint8 (``height``, ``width``, ``image_sha256``)."""
+    image rounded to uint8 (``height``, ``width``, ``image_sha256``); detection (``output`` already the
+    detections) ``{boxes, scores, labels}``."""
+    if task == "detection":
+        return output
     if task == "classification":
         logits = output[0].astype(np.float64)
         order = np.argsort(-logits, kind="stable")
@@ -137,20 +165,30 @@ class ServerRuntime:
         self.manifest = m = read_manifest(self.directory)
         self.max_pixels = max_pixels
         graphs = m["graphs"]
+        self.anchors = None
+        if "detection" in m:
+            from deploy.manifest import sha256_file
+
+            entry = m["detection"]["anchors"]
+            path = self.directory / entry["file"]
+            if not path.is_file() or sha256_file(path) != entry["sha256"]:
+                raise ValueError(f"{path}: missing, or its SHA-256 differs from the manifest's")
+            self.anchors = np.load(path, allow_pickle=False)
         self.decoder = session(self.directory, graphs["decoder_step"], threads) if "decoder_step" in graphs else None
         self.head = session(self.directory, graphs["head"], threads) if "head" in graphs else None
 
-    def decode(self, stream: bytes) -> np.ndarray:
+    def outputs(self, stream: bytes) -> list[np.ndarray]:
+        """The server graphs' raw outputs for ``stream`` (the decoded image alone for the compressor)."""
         m = self.manifest
         if m["wire"]["format"] == "SCVF":
-            return run(self.head, {"features": read_feature_stream(stream)})[0]
+            return run(self.head, {"features": read_feature_stream(stream)})
         codes, info = read_rnn_stream(stream, m["wire"]["codec"], self.max_pixels)
         if self.decoder is None:  # decoder removed: the codes go into the head
             if info.iterations != m["iterations"]:
                 raise ValueError(
                     f"this model classifies k={m['iterations']} iterations of codes; the stream has {info.iterations}"
                 )
-            return run(self.head, {"codes": codes})[0]
+            return run(self.head, {"codes": codes})
         batch, _, h, w = codes.shape[1:]
         recon = np.zeros((batch, 3, h * STRIDE, w * STRIDE), np.float32)
         dec = zero_states(m["states"]["decoder"], batch, h * STRIDE, w * STRIDE)
@@ -161,10 +199,17 @@ class ServerRuntime:
             dec = dict(zip(names, out[1:], strict=True))
         image = np.clip(recon[..., : info.height, : info.width] + np.float32(0.5), 0, 1)
         if self.head is None:
-            return image
+            return [image]
         if m["server_input"] == "uint8":
             image = np.round(image * np.float32(255)).astype(np.uint8).astype(np.float32) / np.float32(255)
-        return run(self.head, {"image": np.ascontiguousarray(image)})[0]
+        return run(self.head, {"image": np.ascontiguousarray(image)})
+
+    def decode(self, stream: bytes):
+        """Logits, the decoded image, or (detection) the detections of ``stream``."""
+        outputs = self.outputs(stream)
+        if self.anchors is not None:
+            return ssd_detections(*outputs, self.anchors, self.manifest["detection"])
+        return outputs[0]
 
     def predict(self, stream: bytes) -> dict:
         return prediction_of(self.decode(stream), self.manifest["task"])

@@ -28,6 +28,13 @@ def _fit(module: L.LightningModule, data, path: Path, steps: int = 1) -> Path:
     return path
 
 
+def _save_unfitted(module: L.LightningModule, path: Path) -> Path:
+    """A checkpoint of a module as constructed (what ``load_from_checkpoint`` reads: weights, hyper-parameters)."""
+    state = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    torch.save({**state, "pytorch-lightning_version": L.__version__}, path)
+    return path
+
+
 def labelled(n: int = 4, size: int = 32) -> DataLoader:
     g = torch.Generator().manual_seed(0)
     images = torch.rand(n, 3, size, size, generator=g)
@@ -52,6 +59,23 @@ def code_recognition(path: Path, variant: str = "from_layer2", iterations: int =
     return _fit(module, labelled(), path)
 
 
+def shared_trunk_detection(path: Path, trunk: str = "mobilenet_v2") -> Path:
+    """SSD224 behind the split trunk (a tiny input side; its weights as constructed: a fit needs VOC)."""
+    from lightning_modules.shared_trunk import SharedTrunkTask
+
+    torch.manual_seed(0)
+    module = SharedTrunkTask(
+        trunk=trunk,
+        task="detection",
+        width=WIDTH * 4,
+        image_size=96,
+        codec="png",
+        codec_quality=None,
+        latency_repeats=0,
+    )
+    return _save_unfitted(module, path)
+
+
 def shared_trunk(path: Path, trunk: str = "vgg16", codec: str | None = "png") -> Path:
     from lightning_modules.shared_trunk import SharedTrunkTask
 
@@ -69,23 +93,21 @@ def shared_trunk(path: Path, trunk: str = "vgg16", codec: str | None = "png") ->
     return _fit(module, labelled(size=64), path)
 
 
-def decoded_recognition(path: Path, compressor: Path, iterations: int = 2) -> Path:
+def decoded_recognition(path: Path, compressor: Path, iterations: int = 2, task: str = "classification") -> Path:
     """The frozen compressor of ``compressor`` + a random ResNet-18 (a fit needs source image files;
     the checkpoint holds every weight the export reads)."""
     from lightning_modules.compressed_image_recognition import CompressedImageRecognition
 
     torch.manual_seed(0)
     module = CompressedImageRecognition(
-        num_classes=NUM_CLASSES, iterations=iterations, codec_width=WIDTH, arch="resnet18", decoded_cache_dir=None
+        task=task,
+        num_classes=NUM_CLASSES if task == "classification" else 21,
+        iterations=iterations,
+        codec_width=WIDTH,
+        arch="resnet18",
+        detector_width=0.25,
+        detector_image_size=96,
+        decoded_cache_dir=None,
     )
     module.load_compressor(str(compressor))
-    module.eval()
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "pytorch-lightning_version": L.__version__,
-        },
-        path,
-    )
-    return path
+    return _save_unfitted(module, path)

@@ -15,8 +15,12 @@ CASES = {
     "code_recognition_from_layer2": lambda d, c: checkpoints.code_recognition(d / "codes.ckpt", "from_layer2", 2),
     "code_recognition_conventional": lambda d, c: checkpoints.code_recognition(d / "conv.ckpt", "conventional", 2),
     "decoded_recognition": lambda d, c: checkpoints.decoded_recognition(d / "decoded.ckpt", c("rnn_compressor"), 2),
+    "decoded_recognition_ssdlite": lambda d, c: checkpoints.decoded_recognition(
+        d / "decoded_ssd.ckpt", c("rnn_compressor"), 2, "detection"
+    ),
     "shared_trunk_mobilenet_v2": lambda d, c: checkpoints.shared_trunk(d / "mnv2.ckpt", "mobilenet_v2", "png"),
     "shared_trunk_vgg16": lambda d, c: checkpoints.shared_trunk(d / "vgg.ckpt", "vgg16", "png"),
+    "shared_trunk_ssd224": lambda d, c: checkpoints.shared_trunk_detection(d / "ssd.ckpt"),
 }
 
 METHODS = {

@@ -1,4 +1,4 @@
-"""Run ``deploy.cli.main`` with the given arguments, then fail (exit 3) if anything imported Lightning or
+"""Run ``train.main`` (the ``splitcv`` entry point) with the given arguments, then fail (exit 3) if anything imported Lightning or
 the training code: how the socket test starts ``splitcv serve`` and ``splitcv edge``."""
 
 import sys
@@ -11,7 +11,7 @@ def forbidden_modules() -> list[str]:
 
 
 if __name__ == "__main__":
-    from deploy.cli import main
+    from train import main
 
     try:
         main(sys.argv[1:])

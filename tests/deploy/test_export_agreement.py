@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from coding.rnn_bitstream import stream_bytes_per_image
-from deploy.export import load_module, split_parts, torch_edge, torch_server
+from deploy.export import load_module, split_parts, torch_detections, torch_edge, torch_server
 from deploy.images import read_image
 from deploy.manifest import ManifestError, read_manifest, sha256_file
 from deploy.runtime import EdgeRuntime, ServerRuntime, image_input, pad_to_multiple
@@ -92,8 +92,8 @@ def pytorch_codes(parts, image: np.ndarray) -> np.ndarray:
             return m.codec.encode(x, parts.iterations).numpy()
         if parts.method == "decoded_recognition":
             return m.compressor.encode(x, parts.iterations).numpy()
-        if parts.method == "code_recognition":
-            return m.model.encode(x).numpy()
+        if parts.detection_size is not None:
+            return parts.graphs["edge"](x).numpy()
         return m.model.encode(x).numpy()
 
 
@@ -147,6 +147,10 @@ def test_server_predicts_what_pytorch_predicts_and_streams_cross_over(case, expo
     edge, server = EdgeRuntime(directory), ServerRuntime(directory)
     for image in images[:4]:
         for stream in (edge.encode(image), torch_edge(parts, image)):
+            if parts.task == "detection":
+                for a, b in zip(server.outputs(stream), torch_server(parts, stream), strict=True):
+                    assert np.abs(a - b).max() <= LOGIT_TOLERANCE
+                continue
             ours, theirs = server.decode(stream), torch_server(parts, stream)
             assert ours.shape == theirs.shape
             if parts.task == "classification":
@@ -155,6 +159,22 @@ def test_server_predicts_what_pytorch_predicts_and_streams_cross_over(case, expo
             else:
                 assert ours.shape[-2:] == image.shape[:2]
                 assert np.abs(ours - theirs).max() <= IMAGE_TOLERANCE
+
+
+@pytest.mark.parametrize("case", ["shared_trunk_ssd224", "decoded_recognition_ssdlite"])
+def test_ssd_server_detects_what_the_pytorch_ssd_detects(case, exported, demo_checkpoint, images):
+    """ONNX graphs + torchvision's post-processing on the anchors of the export vs the PyTorch SSD run end
+    to end (transform, backbone, head, anchors, NMS, rescaling) on the same stream (shared trunk: SSD224
+    behind the split; decoded images: SSDLite on the image decoded from the recurrent codec's stream): the ten best detections
+    have the same labels, boxes within 1e-4 of the image side, scores within 1e-5."""
+    parts = parts_of(case, demo_checkpoint)
+    server = ServerRuntime(exported(case))
+    for image in images[:3]:
+        ours, theirs = server.predict(torch_edge(parts, image)), torch_detections(parts, image)
+        assert len(ours["labels"]) == len(theirs["labels"]) > 0
+        assert ours["labels"][:10] == theirs["labels"][:10]
+        assert np.abs(np.array(ours["boxes"][:10]) - np.array(theirs["boxes"][:10])).max() <= 1e-4
+        assert np.abs(np.array(ours["scores"][:10]) - np.array(theirs["scores"][:10])).max() <= 1e-5
 
 
 def test_reference_json_holds_pytorch_streams_and_predictions(exported, fixture_images):

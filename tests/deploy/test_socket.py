@@ -42,6 +42,7 @@ def _wait_for(path: Path, process: subprocess.Popen, log: Path, seconds: float =
     pytest.fail(f"the server did not start listening:\n{log.read_text()}")
 
 
+@pytest.mark.slow
 def test_serve_and_edge_over_loopback_survive_bad_streams(exported, fixture_images, tmp_path):
     directory = exported(CASE)
     n = len(fixture_images)
