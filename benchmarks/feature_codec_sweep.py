@@ -18,7 +18,10 @@ to 256, centre crop 224). The edge runs with ``--weights`` (torchvision ImageNet
 setting) or, when none are given or available, **randomly initialised** — then the numbers compare
 layouts and codecs on features of the right shapes and of real images, but not the statistics of a
 trained network; the output says which. Given ``--checkpoint`` (a ``SharedTrunkTask`` run) and its data
-(``--data-root``), the task's top-1/top-5 or mAP through each setting of that trunk is measured too.
+(``--data-root``), the task's top-1/top-5 or mAP through each setting of that trunk is measured too,
+with the checkpoint's own bytes per image and "圧縮率" on that data (``task_*`` columns), plus a row
+for the float tensor without a codec: the paper's Table 4 (float), Table 5 (PNG = min–max only, being
+lossless; with Table 3's PNG bytes) and Tables 6–9 (HEVC / WebP rows) of one checkpoint.
 
     python benchmarks/feature_codec_sweep.py --out results/feature_codec_sweep
     python benchmarks/feature_codec_sweep.py --weights IMAGENET1K_V1 --trunks vgg16 --codecs hevc webp
@@ -120,8 +123,9 @@ def measure(codec: FeatureCodec, features: torch.Tensor) -> dict[str, float]:
     }
 
 
-def task_metrics(checkpoint: str, codec: FeatureCodec, args: argparse.Namespace) -> dict[str, float]:
-    """Validation metrics of a ``SharedTrunkTask`` checkpoint with ``codec`` on its wire."""
+def task_metrics(checkpoint: str, codec: FeatureCodec | None, args: argparse.Namespace) -> dict[str, float]:
+    """Validation metrics of a ``SharedTrunkTask`` checkpoint with ``codec`` on its wire (``None``: the float
+    tensor): top-1/top-5 or mAP (%), and the checkpoint's own bytes per image and "圧縮率" on that data."""
     import lightning as L
 
     from datamodules.imagenet_subset import ImageNetSubset
@@ -140,7 +144,10 @@ def task_metrics(checkpoint: str, codec: FeatureCodec, args: argparse.Namespace)
                         limit_val_batches=args.limit_batches)  # fmt: skip
     result = trainer.validate(module, datamodule=data, verbose=False)[0]
     keys = ("val/map50",) if module.is_detection else ("val/acc_top1", "val/acc_top5")
-    return {k.removeprefix("val/"): 100 * float(result[k]) for k in keys}
+    out = {k.removeprefix("val/"): 100 * float(result[k]) for k in keys}
+    out["task_bytes_per_image"] = float(result["val/bytes_per_image"])
+    out["task_input_percent"] = float(result["val/feature_bytes_ratio"])
+    return out
 
 
 def bytes_at_psnr(rows: list[dict], target: float) -> float | None:
@@ -164,7 +171,7 @@ def equal_fidelity(rows: list[dict]) -> list[dict]:
         if not ref:
             continue
         target, ref_bytes = ref[0]["feature_psnr"], ref[0]["bytes_per_image"]
-        for name in dict.fromkeys(curve_of(r) for r in mine if r["codec"] != "png"):
+        for name in dict.fromkeys(curve_of(r) for r in mine if r["codec"] not in ("png", "float32")):
             curve = [r for r in mine if curve_of(r) == name]
             need = bytes_at_psnr(curve, target)
             bound = False
@@ -200,6 +207,13 @@ def run(args: argparse.Namespace, console: Console) -> dict:
             with torch.no_grad():
                 features = model.encode(inputs)
             task = progress.add_task(f"{trunk} {tuple(features.shape[1:])}", total=len(grid))
+            if args.checkpoint and trunk == args.checkpoint_trunk:  # Table 4: the float tensor, no codec
+                raw = 4 * features[0].numel()
+                rows.append({"trunk": trunk, "layout": "—", "codec": "float32", "quality": None, "bits": 32,
+                             "chroma": "—", "setting": "float32", "bytes_per_image": raw, "encode_ms": 0.0,
+                             "decode_ms": 0.0, "feature_psnr": math.inf, "input_jpeg_bytes": statistics.mean(jpeg),
+                             "input_percent": 100 * raw / statistics.mean(jpeg),
+                             **task_metrics(args.checkpoint, None, args)})  # fmt: skip
             for codec in grid:
                 row = {"trunk": trunk, "layout": codec.layout, "codec": codec.codec, "quality": codec.quality,
                        "bits": codec.bits, "chroma": codec.chroma, "setting": codec.name,
@@ -224,7 +238,8 @@ def run(args: argparse.Namespace, console: Console) -> dict:
 def print_tables(results: dict, console: Console) -> None:
     console.print(f"Images: {len(results['images'])} scikit-image photos at {results['image_size']}², "
                   f"basis: input JPEG q={results['input_jpeg_quality']}. Trunk weights: {results['weights']}")  # fmt: skip
-    extra = [k for k in ("acc_top1", "acc_top5", "map50") if any(k in r for r in results["rows"])]
+    extra = [k for k in ("acc_top1", "acc_top5", "map50", "task_bytes_per_image", "task_input_percent")
+             if any(k in r for r in results["rows"])]  # fmt: skip
     table = Table(title="feature codec sweep")
     for column in ("trunk", "codec / layout", "q/qp", "bytes", "% input", "enc ms", "dec ms", "feat. PSNR", *extra):
         table.add_column(column, justify="left" if column in ("trunk", "codec / layout") else "right")
@@ -259,7 +274,7 @@ def plot(results: dict, path: Path) -> Path:
         rows_of_panels, len(trunks), figsize=(6 * len(trunks), 4.5 * rows_of_panels), squeeze=False
     )
     for col, trunk in enumerate(trunks):
-        mine = [r for r in results["rows"] if r["trunk"] == trunk and r["codec"] != "png"]
+        mine = [r for r in results["rows"] if r["trunk"] == trunk and r["codec"] not in ("png", "float32")]
         for name in dict.fromkeys(curve_of(r) for r in mine):
             curve = sorted((r for r in mine if curve_of(r) == name), key=lambda r: r["input_percent"])
             first = curve[0]  # colour = codec, line = layout (dash-dot: r_channel at 4:4:4)

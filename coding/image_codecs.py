@@ -13,9 +13,9 @@ name      library               quality     settings
 ``avif``  Pillow (libavif)      0..100      ``subsampling="4:2:0"``, Pillow's default ``speed=6``; if this Pillow
                                             lacks AVIF, pillow-heif's AV1 encoder is used when it has one
 ``hevc``  pillow-heif (x265)    0..100      HEIF container (``.heic``), ``chroma=420``; libheif maps quality to
-                                            x265's rate control. The BPG files of the papers are another
-                                            HEVC container; the HEVC intra coding is the same, the headers
-                                            differ (a few hundred bytes)
+                                            x265's rate control. The BPG files of the papers carry the
+                                            same HEVC coding with a few bytes of header instead:
+                                            :mod:`coding.hevc_bitstream` sends only the slice data
 ========  ====================  ==========  ==================================================================
 
 All lossy codecs use 4:2:0 chroma subsampling so that they compare like for like. Higher quality

@@ -74,3 +74,43 @@ def test_sweep_runs_on_a_photo(tmp_path):
     assert rows[0]["input_percent"] == pytest.approx(100 * rows[0]["bytes_per_image"] / jpeg)
     reference = [r for r in results["equal_fidelity"] if r["curve"] == "hevc / r_channel"]
     assert reference[0]["vs_reference"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_sweep_with_a_checkpoint_gives_tables_4_to_6(tmp_path):
+    """With a checkpoint: a float row (Table 4), PNG = min–max only (Table 5, lossless) with Table 3's bytes, and
+    HEVC rows (Table 6) — each with the checkpoint's accuracy and its own bytes on its data."""
+    if "hevc" not in available_codecs():
+        pytest.skip("no HEVC in this build")
+    import torch
+
+    from datamodules.fixtures import write_imagenet
+    from datamodules.imagenet_subset import ImageNetSubset
+    from lightning_modules.shared_trunk import SharedTrunkTask
+    from tests.lightning_modules.tiny_trainer import trainer
+
+    root = write_imagenet(tmp_path / "imagenet", train_per_wnid=1, val_per_wnid=1, image_size=(40, 48))
+    data = ImageNetSubset(str(root), class_list=f"{root}/class_list.txt", image_size=32, batch_size=10,
+                          num_workers=0, pin_memory=False)  # fmt: skip
+    torch.manual_seed(0)
+    module = SharedTrunkTask(trunk="mobilenet_v2", num_classes=10, width=0.25, image_size=32, codec=None,
+                             latency_repeats=0)  # fmt: skip
+    trainer(tmp_path / "run", max_epochs=1).fit(module, datamodule=data)
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    results = main([
+        "--trunks", "mobilenet_v2", "--width", "0.25", "--photos", "coffee", "--image-size", "32",
+        "--codecs", "png", "hevc", "--qps", "35", "--layouts", "r_channel", "--chromas", "420",
+        "--checkpoint", str(checkpoint), "--checkpoint-trunk", "mobilenet_v2", "--data-root", str(root),
+        "--class-list", f"{root}/class_list.txt", "--num-workers", "0", "--out", str(tmp_path / "sweep"),
+    ])  # fmt: skip
+    rows = {r["codec"]: r for r in results["rows"]}
+    assert set(rows) == {"float32", "png", "hevc"}
+    # the float row: the checkpoint's sent tensor as float32, 4·C·H·W bytes
+    module.eval()
+    with torch.no_grad():
+        sent = module.model.encode(torch.rand(1, 3, 32, 32))
+    assert rows["float32"]["task_bytes_per_image"] == 4 * sent.numel()
+    for codec in ("png", "hevc"):
+        assert 0 < rows[codec]["task_bytes_per_image"] != rows["float32"]["task_bytes_per_image"]
+        assert rows[codec]["acc_top5"] >= rows[codec]["acc_top1"]
+    assert rows["hevc"]["task_bytes_per_image"] < rows["png"]["task_bytes_per_image"]

@@ -21,8 +21,6 @@ on a case that broke the property (printed), 0 otherwise.
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import struct
 import sys
 import zlib
@@ -32,11 +30,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from coding import rnn_bitstream as rb  # noqa: E402
 from models.rnn_codec import RNNCodec  # noqa: E402
+from tests.coding.fuzz_support import PropertyBroken, apply_edits, edits_strategy, fuzz_settings, run_and_report  # noqa: E402
 
 FIELDS = struct.Struct("<4sBBHHHHH4sI")
 NAMES = ("magic", "version", "flags", "batch", "height", "width", "iterations", "bits", "fingerprint", "crc")
@@ -45,10 +44,6 @@ OUTCOME_WORDS = (
     "header CRC", "payload CRC", "magic", "version", "flags", "positive", "probability", "truncated", "trailing",
     "cannot hold", "need", "unexpected symbols", "corrupt", "multiple of 4", "bits=", "configuration", "max_pixels",
 )  # fmt: skip
-
-
-class PropertyBroken(Exception):
-    pass
 
 
 def forge(data: bytes, payload: bytes | None = None, **fields) -> bytes:
@@ -113,38 +108,14 @@ class Fuzzer:
                     self.check("forged_field", coding, forge(data, **{name: values[name] ^ (1 << bit)}), forged=True)
 
     def hypothesis_cases(self, examples: int) -> None:
-        edit = st.tuples(
-            st.sampled_from(["flip", "set", "truncate", "insert", "delete"]),
-            st.integers(0, 10_000),
-            st.integers(0, 255),
-        )
-        common = settings(
-            max_examples=examples,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            suppress_health_check=list(HealthCheck),
-        )
+        common = fuzz_settings(examples)
 
         @common
-        @given(coding=st.sampled_from(["packed", "entropy"]), edits=st.lists(edit, min_size=1, max_size=4),
-               recompute_crc=st.booleans())  # fmt: skip
+        @given(coding=st.sampled_from(["packed", "entropy"]), edits=edits_strategy(), recompute_crc=st.booleans())
         def payload_edits(coding, edits, recompute_crc):
             data = self.streams[coding]
-            payload = bytearray(data[rb.HEADER_SIZE :])
-            for op, position, value in edits:
-                i = position % (len(payload) + 1)
-                if op == "flip" and i < len(payload):
-                    payload[i] ^= 1 << (value % 8)
-                elif op == "set" and i < len(payload):
-                    payload[i] = value
-                elif op == "truncate":
-                    del payload[i:]
-                elif op == "insert":
-                    payload[i:i] = bytes([value]) * (1 + value % 9)
-                elif op == "delete" and i < len(payload):
-                    del payload[i : i + 1 + value % 9]
-            stream = forge(data, bytes(payload)) if recompute_crc else with_payload(data, bytes(payload))
+            payload = apply_edits(data[rb.HEADER_SIZE :], edits)
+            stream = forge(data, payload) if recompute_crc else with_payload(data, payload)
             self.check("payload_forged" if recompute_crc else "payload", coding, stream, forged=recompute_crc)
 
         size = st.one_of(st.integers(1, 80), st.integers(1, 0xFFFF))
@@ -167,21 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     fuzzer = Fuzzer()
-    status = 0
-    try:
-        fuzzer.header_flips()
-        fuzzer.forged_fields()
-        fuzzer.hypothesis_cases(args.examples)
-    except PropertyBroken as error:
-        print(f"PROPERTY BROKEN: {error}", file=sys.stderr)
-        status = 1
-    report = {
-        "cases": sum(sum(c.values()) for c in fuzzer.outcomes.values()),
-        "outcomes": {kind: dict(sorted(c.items())) for kind, c in sorted(fuzzer.outcomes.items())},
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
-    print(json.dumps(report))
-    return status
+    steps = [fuzzer.header_flips, fuzzer.forged_fields, lambda: fuzzer.hypothesis_cases(args.examples)]
+    return run_and_report(steps, fuzzer.outcomes)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import resource
 import struct
 import sys
 import zlib
@@ -41,12 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from coding import feature_codec as fc  # noqa: E402
 from coding.image_codecs import available_codecs, encode_array  # noqa: E402
+from tests.coding.fuzz_support import PropertyBroken, apply_edits, edits_strategy, fuzz_settings, run_and_report  # noqa: E402
 
 FIELDS = struct.Struct("<4sBBBBBBHHHII")
 NAMES = ("magic", "version", "codec", "layout", "bits", "flags", "quality", "c", "h", "w", "body_crc", "header_crc")
@@ -71,10 +70,6 @@ def setting_list() -> list[fc.FeatureCodec]:
     if "avif" in codecs:
         out.append(fc.FeatureCodec("avif", 50, "r_channel"))
     return [c for c in out if c.codec == "png" or c.codec == "webp" or "hevc" in codecs]
-
-
-class PropertyBroken(Exception):
-    pass
 
 
 def forge(data: bytes, body: bytes | None = None, **fields) -> bytes:
@@ -214,32 +209,11 @@ class Fuzzer:
                     )
 
     def hypothesis_cases(self, examples: int) -> None:
-        names = list(self.streams)
-        edit = st.tuples(
-            st.sampled_from(["flip", "set", "truncate", "insert", "delete"]),
-            st.integers(0, 10_000),
-            st.integers(0, 255),
-        )
-
-        @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))  # fmt: skip
-        @given(name=st.sampled_from(names), edits=st.lists(edit, min_size=1, max_size=4))
+        @fuzz_settings(examples)
+        @given(name=st.sampled_from(list(self.streams)), edits=edits_strategy())
         def body_edits(name, edits):
             data = self.streams[name]
-            body = bytearray(data[fc.HEADER_SIZE :])
-            for op, position, value in edits:
-                i = position % (len(body) + 1)
-                if op == "flip" and i < len(body):
-                    body[i] ^= 1 << (value % 8)
-                elif op == "set" and i < len(body):
-                    body[i] = value
-                elif op == "truncate":
-                    del body[i:]
-                elif op == "insert":
-                    body[i:i] = bytes([value]) * (1 + value % 9)
-                elif op == "delete" and i < len(body):
-                    del body[i : i + 1 + value % 9]
-            self.check("forged_body", name, forge(data, bytes(body)), forged=True)
+            self.check("forged_body", name, forge(data, apply_edits(data[fc.HEADER_SIZE :], edits)), forged=True)
 
         body_edits()
 
@@ -256,25 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     fuzzer = Fuzzer()
-    status = 0
-    try:
-        fuzzer.flips_truncations_appends()
-        fuzzer.forged_fields()
-        fuzzer.forged_ranges()
-        fuzzer.foreign_payloads()
-        fuzzer.hypothesis_cases(args.examples)
-    except PropertyBroken as error:
-        print(f"PROPERTY BROKEN: {error}", file=sys.stderr)
-        status = 1
-    report = {
-        "settings": list(fuzzer.streams),
-        "stream_bytes": {name: len(data) for name, data in fuzzer.streams.items()},
-        "cases": sum(sum(c.values()) for c in fuzzer.outcomes.values()),
-        "outcomes": {kind: dict(sorted(c.items())) for kind, c in sorted(fuzzer.outcomes.items())},
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
-    print(json.dumps(report))
-    return status
+    steps = [fuzzer.flips_truncations_appends, fuzzer.forged_fields, fuzzer.forged_ranges, fuzzer.foreign_payloads,
+             lambda: fuzzer.hypothesis_cases(args.examples)]  # fmt: skip
+    return run_and_report(steps, fuzzer.outcomes, settings=list(fuzzer.streams),
+                          stream_bytes={name: len(data) for name, data in fuzzer.streams.items()})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,31 +1,18 @@
 """The bitstream reader never crashes: fuzzing in a subprocess (tests/coding/bitstream_fuzz.py), so that a
 segfault in a decoder fails this test instead of killing pytest."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.coding.fuzz_support import run_fuzz_script
 
 SCRIPT = Path(__file__).with_name("bitstream_fuzz.py")
 
 
 @pytest.mark.slow
 def test_fuzzed_streams_decode_right_or_raise_value_error():
-    run = subprocess.run(
-        [sys.executable, str(SCRIPT), "--examples", "120"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert run.returncode == 0, (
-        f"fuzz process exited with {run.returncode} (negative: killed by a signal)\n{run.stderr}"
-    )
-    report = json.loads(run.stdout.strip().splitlines()[-1])
-    print(json.dumps(report, indent=1))
+    report = run_fuzz_script(SCRIPT, examples=120)
     outcomes = report["outcomes"]
     for coding in ("packed", "entropy"):
         # every one of the 28·8 header bits, flipped, is refused

@@ -2,30 +2,16 @@
 subprocess (tests/coding/feature_stream_fuzz.py), so that a segfault in an image decoder fails this test instead
 of killing pytest."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from coding.feature_codec import HEADER_SIZE
+from tests.coding.fuzz_support import run_fuzz_script
 
 SCRIPT = Path(__file__).with_name("feature_stream_fuzz.py")
 
 
 def test_fuzzed_feature_streams_decode_right_or_raise_value_error():
-    run = subprocess.run(
-        [sys.executable, str(SCRIPT), "--examples", "150"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert run.returncode == 0, (
-        f"fuzz process exited with {run.returncode} (negative: killed by a signal)\n{run.stderr}"
-    )
-    report = json.loads(run.stdout.strip().splitlines()[-1])
-    print(json.dumps(report, indent=1))
+    report = run_fuzz_script(SCRIPT, examples=150)
     outcomes, streams = report["outcomes"], report["stream_bytes"]
     assert len(streams) >= 5  # hevc (two layouts), png (two), webp; heif and avif where this build has them
     # transmission errors: every header bit, every body bit, every prefix, appended bytes — all refused

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torchvision.models import mobilenet_v2, vgg16
 
 from coding.feature_tiling import image_shape
 from models.split_backbones import SPLIT_SHAPE_224, SplitSSDTrunk, split_classifier, split_feature_shape, split_ssd224
@@ -36,12 +37,41 @@ def test_ssd224_sources_come_from_the_sent_tensor():
     assert vgg.anchor_generator.num_anchors_per_location() == [4, 6, 6, 6, 4, 4]
 
 
-def test_classifier_head_is_the_rest_of_the_network():
-    model = split_classifier("mobilenet_v2", num_classes=7, width=0.25).eval()
+def unsplit_keys(key: str) -> str:
+    """A split classifier's state key → the same weight's key in the unsplit torchvision network (a sliced
+    ``Sequential`` keeps its blocks' original indices)."""
+    part, rest = key.split(".", 1)
+    if part == "edge":
+        return f"features.{rest}"
+    index, rest = rest.split(".", 1)  # head = (features[split:], pool, flatten, classifier)
+    return f"features.{rest}" if index == "0" else f"classifier.{rest}"
+
+
+@pytest.mark.parametrize(("trunk", "split"), [("mobilenet_v2", 7), ("vgg16", 24)])
+def test_split_classifier_is_the_unsplit_torchvision_network(trunk, split):
+    # the same weights in torchvision's own network, called on ImageNet-normalised images: the same logits
+    torch.manual_seed(0)
+    width = 0.25 if trunk == "mobilenet_v2" else 1.0  # full-width VGG16 (a narrow VGG is not torchvision's)
+    if trunk == "mobilenet_v2":
+        reference = mobilenet_v2(weights=None, width_mult=width, num_classes=7).eval()
+    else:
+        reference = vgg16(weights=None, num_classes=7).eval()
+    with torch.device("meta"):  # the split model's structure; its weights come from the reference
+        model = split_classifier(trunk, num_classes=7, width=width).eval()
+    state = reference.state_dict()
+    mapped = {key: state[unsplit_keys(key)] for key in model.state_dict()}
+    assert set(map(unsplit_keys, mapped)) == set(state)  # every weight of the unsplit network, once
+    model.load_state_dict(mapped, assign=True)
+    model.normalize = type(model.normalize)()  # its (non-persistent) ImageNet statistics, off the meta device
     images = torch.rand(2, 3, 64, 64)
+    normalised = (images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    ).view(1, 3, 1, 1)
     with torch.no_grad():
-        assert model(images).shape == (2, 7)
-        assert torch.equal(model(images), model.head(model.encode(images)))
+        expected = reference(normalised)
+        torch.testing.assert_close(model(images), expected, rtol=1e-5, atol=1e-6)
+        # the edge sends torchvision's own intermediate tensor
+        torch.testing.assert_close(model.encode(images), reference.features[:split](normalised), rtol=1e-5, atol=1e-6)
 
 
 def test_pretrained_weights_need_full_width():
