@@ -114,7 +114,7 @@ class FBNetSearch(L.LightningModule):
             flattened 2×2×320 map) or ``cifar_mobilenetv2`` (CIFAR MobileNetV2 strides, pooled head).
         num_classes: classes of the dataset.
         image_size: side of the input images (the latency table is measured at these shapes).
-        loss: ``fbnet`` (CE·α·log(LAT)^β), ``additive`` (CE + α·LAT^β + γ·E^δ), ``ccel1``, ``ccel2``
+        loss: ``fbnet`` (CE·α·log(LAT^β)), ``additive`` (CE + α·LAT^β + γ·E^δ), ``ccel1``, ``ccel2``
             (the paper's methods 1 and 2); see :mod:`models.fbnet_losses`.
         goal: goal accuracy of ``ccel1``/``ccel2`` (the paper's 1.0, 0.8, 0.65, 0.5, 0.35).
         alpha: α (``None``: the paper's value for the loss: fbnet 0.5, additive 0.5).
