@@ -8,7 +8,9 @@ machine hits both alike). Each repetition times
 - ``float``: the float layer;
 - ``quantise+pack``, ``kernel`` (the AND + popcount loop the cost model's ``word_ops`` counts),
   ``combine`` (y = β Σ_j c_j Z_j + o Σ_j c_j s_j + bias): the three parts, called one after the other;
-- ``total``: the whole layer in one call (what a network runs).
+- ``total``: the whole layer in one call (what a network runs);
+- the float layer and the total again, timed in CPU time of the calling thread (``time.thread_time``:
+  the work itself at one thread; wall-clock time on a loaded machine also counts waits for a core).
 
 Reported: the median of each column; the *best repetition* (the one with the lowest total) with every
 part shown from that same repetition (never one column's minimum beside another's, which made "min total"
@@ -80,6 +82,13 @@ def timed(fn) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
+def timed_cpu(fn) -> float:
+    """CPU milliseconds of the calling thread (the work itself at one thread, whatever the load)."""
+    start = time.thread_time()
+    fn()
+    return (time.thread_time() - start) * 1e3
+
+
 def describe_path(backend: str, isa: str | None) -> str:
     cpu = platform.processor() or platform.machine()
     if backend == "native":
@@ -98,7 +107,7 @@ def measure_layer(shape: str, bases: int, bits: list[int], repeats: int, warmup:
     reps: list[dict] = []
     with torch.no_grad():
         for r in range(warmup + repeats):
-            row = {"float": timed(lambda: source(x))}
+            row = {"float": timed(lambda: source(x)), "float_cpu": timed_cpu(lambda: source(x))}
             for q, k in kernels.items():
                 if parts:
                     state = {}
@@ -106,6 +115,7 @@ def measure_layer(shape: str, bases: int, bits: list[int], repeats: int, warmup:
                     row[f"kernel{q}"] = timed(lambda k=k, s=state: s.update(a=k.native_kernel(s["p"])))
                     row[f"combine{q}"] = timed(lambda k=k, s=state: k.native_combine(s["a"], s["p"]))
                 row[f"total{q}"] = timed(lambda k=k: k(x))
+                row[f"total_cpu{q}"] = timed_cpu(lambda k=k: k(x))
             if r >= warmup:
                 reps.append(row)
     in_shape = tuple(x.shape[1:])
@@ -123,6 +133,9 @@ def measure_layer(shape: str, bases: int, bits: list[int], repeats: int, warmup:
             "total_ms": statistics.median(totals),
             "speedup": statistics.median(f / t for f, t in zip(floats, totals, strict=True)),
             "speedup_of_minima": min(floats) / min(totals),
+            "float_cpu_ms": statistics.median(rep["float_cpu"] for rep in reps),
+            "total_cpu_ms": statistics.median(rep[f"total_cpu{q}"] for rep in reps),
+            "speedup_cpu": statistics.median(rep["float_cpu"] / rep[f"total_cpu{q}"] for rep in reps),
             "best_float_ms": best["float"],
             "best_total_ms": best[f"total{q}"],
             "float_min_ms": min(floats),
@@ -145,8 +158,8 @@ def print_layer(rows: list[dict], args) -> None:
     print(f"{args.shape}, k = {args.bases}, threads = {args.threads}, {args.repeats} repetitions (medians; "
           "'best' = the repetition with the lowest bit-serial total, its parts from that same repetition)")  # fmt: skip
     head = ["Q", "float ms", "bit-serial ms", "speed-up", "speed-up of minima", "best: float", "best: pack",
-            "best: kernel", "best: combine", "best: total", "kernel word-ops/ns (median / best)",
-            "float MACs / word op"]  # fmt: skip
+            "best: kernel", "best: combine", "best: total", "CPU ms float / total", "speed-up in CPU time",
+            "kernel word-ops/ns (median / best)", "float MACs / word op"]  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---:|" * len(head))
     for r in rows:
@@ -154,7 +167,8 @@ def print_layer(rows: list[dict], args) -> None:
         values = [str(r["bits"]), f"{r['float_ms']:.3f}", f"{r['total_ms']:.3f}", f"{r['speedup']:.2f}×",
                   f"{r['speedup_of_minima']:.2f}×", f"{r['best_float_ms']:.3f}",
                   *(f"{r[f'best_{p}_ms']:.3f}" if f"best_{p}_ms" in r else "-" for p in ("pack", "kernel", "combine")),
-                  f"{r['best_total_ms']:.3f}", rate, f"{r['model_ops_ratio']:.1f}"]  # fmt: skip
+                  f"{r['best_total_ms']:.3f}", f"{r['float_cpu_ms']:.3f} / {r['total_cpu_ms']:.3f}",
+                  f"{r['speedup_cpu']:.2f}×", rate, f"{r['model_ops_ratio']:.1f}"]  # fmt: skip
         print("| " + " | ".join(values) + " |")
 
 
@@ -196,13 +210,16 @@ def print_network(rows: list[dict], args) -> None:
     print(f"{args.network}, every conv and linear layer decomposed (k = {args.bases}) and run bit-serially, batch 1, "
           f"threads = {args.threads}, {args.repeats} repetitions interleaved with the float network")  # fmt: skip
     head = ["bits", "float ms (median / min)", "bit-serial ms (median / min)", "speed-up (median of ratios)",
-            "speed-up at the best bit-serial repetition", "layers"]  # fmt: skip
+            "speed-up at the best bit-serial repetition", "CPU ms float / bit-serial", "speed-up in CPU time",
+            "layers"]  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|---|" + "---:|" * (len(head) - 1))
     for r in rows:
         values = [r["config"], f"{r['float_ms']:.2f} / {r['float_min_ms']:.2f}",
                   f"{r['bitserial_ms']:.2f} / {r['bitserial_min_ms']:.2f}", f"{r['speedup']:.2f}×",
-                  f"{r['speedup_min']:.2f}×", str(r["layers"])]  # fmt: skip
+                  f"{r['speedup_min']:.2f}×",
+                  f"{r['float_cpu_ms']:.2f} / {r['bitserial_cpu_ms']:.2f}" if r["float_cpu_ms"] else "-",
+                  f"{r['speedup_cpu']:.2f}×" if r["speedup_cpu"] else "-", str(r["layers"])]  # fmt: skip
         print("| " + " | ".join(values) + " |")
 
 
