@@ -42,8 +42,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs/rnn_compressor/paper.yam
 def config_switches(path: Path) -> dict[str, bool]:
     """The speed switches a compressor config sets (unset ones take :class:`RNNCodec`'s defaults)."""
     init_args = (yaml.safe_load(path.read_text()) or {}).get("model", {}).get("init_args", {})
-    defaults = {"skip_zero_state": True, "compile_gates": False, "channels_last": False, "autocast_bf16": False}
-    return {name: bool(init_args.get(name, defaults[name])) for name in SWITCHES}
+    return {name: bool(init_args.get(name, False)) for name in SWITCHES}  # RNNCodec's defaults: all off
 
 
 def builds(config: dict[str, bool]) -> dict[str, dict[str, bool]]:

@@ -53,7 +53,7 @@ class RNNCompressor(L.LightningModule):
         lr_milestones: list[int] | None = None,
         lr_gamma: float = 0.5,
         init_from: str | None = None,
-        skip_zero_state: bool = True,
+        skip_zero_state: bool = False,
         compile_gates: bool = False,
         channels_last: bool = False,
         autocast_bf16: bool = False,

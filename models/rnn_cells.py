@@ -31,9 +31,10 @@ shape always follows the input image: nothing here depends on a patch size.
 
 Speed switches (constructor arguments; neither changes what the cell computes beyond float rounding):
 
-- ``skip_zero_state`` (default on): on the first step the state is zero, so the hidden convolutions
-  (bias-free) give exactly zero and are skipped, and so are the products with the zero state
-  (``f ⊙ 0``, ``(1 − z) ⊙ 0``). Exact: every number is bit-for-bit what the full step computes.
+- ``skip_zero_state`` (default off, so that executed MACs follow the layer table; the compressor configs
+  turn it on): on the first step the state is zero, so the hidden convolutions (bias-free) give exactly
+  zero and are skipped, and so are the products with the zero state (``f ⊙ 0``, ``(1 − z) ⊙ 0``). Exact:
+  every number is what the full step computes (at most the sign of a zero differs).
 - ``compile_gates`` (default off): the gate pointwise function (the sigmoids, tanhs, products and sums
   after the convolutions, and their backward) runs through ``torch.compile`` (Inductor, ``dynamic=False``:
   ``dynamic=True`` crashes Inductor on these graphs) as one fused kernel, in training only (evaluation
@@ -103,7 +104,7 @@ class ConvRecurrentCell(nn.Module):
         kernel_size: int = 3,
         stride: int = 1,
         hidden_kernel_size: int = 1,
-        skip_zero_state: bool = True,
+        skip_zero_state: bool = False,
         compile_gates: bool = False,
     ) -> None:
         super().__init__()

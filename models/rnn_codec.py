@@ -32,7 +32,8 @@ Images are tensors in [0, 1] of shape (B, 3, H, W). Sides that are not multiples
 edge replication and the reconstruction is cropped back.
 
 Speed switches (:class:`RNNCodec` arguments; ``benchmarks/rnn_codec_throughput.py`` measures each one):
-``skip_zero_state`` (default on, exact) and ``compile_gates`` (default off, float rounding) of
+``skip_zero_state`` (exact; off by default so that executed MACs follow the layer table above, on in the
+compressor configs) and ``compile_gates`` (float rounding) of
 :mod:`models.rnn_cells`; ``channels_last`` (default off) stores weights and activations NHWC, which
 oneDNN's CPU convolutions prefer (same arithmetic, other summation order: float rounding); and
 ``autocast_bf16`` (default off) runs the forward under ``torch.autocast(bfloat16)`` (bf16 convolutions and
@@ -162,7 +163,7 @@ class RNNCodec(nn.Module):
         width: float = 1.0,
         bits: int = 32,
         reconstruction: Reconstruction = "additive",
-        skip_zero_state: bool = True,
+        skip_zero_state: bool = False,
         compile_gates: bool = False,
         channels_last: bool = False,
         autocast_bf16: bool = False,
