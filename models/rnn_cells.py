@@ -45,6 +45,8 @@ Speed switches (constructor arguments; neither changes what the cell computes be
 
 from __future__ import annotations
 
+import types
+
 import torch
 from torch import Tensor, nn
 
@@ -84,8 +86,14 @@ def gru_zero_state(gates_x: Tensor) -> Tensor:
 
 
 def _compiled(fn):
-    """``torch.compile(fn)`` with static shapes (built on first use, so importing costs nothing)."""
-    return torch.compile(fn, dynamic=False, fullgraph=True)
+    """``torch.compile`` of a private copy of ``fn`` (static shapes; built on first use).
+
+    Dynamo keeps its compiled graphs, and its limit of 8 recompilations, per code object: with one
+    shared function, the 7 cells of a codec (and of every other codec in the process) would share that
+    limit and the later ones would silently run eager. A copy of the code object per cell keeps each
+    cell's graphs (one per input shape) to itself."""
+    copy = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    return torch.compile(copy, dynamic=False, fullgraph=True)
 
 
 class ConvRecurrentCell(nn.Module):
