@@ -8,12 +8,14 @@ machine hits both alike). Each repetition times
 - ``float``: the float layer;
 - ``quantise+pack``, ``kernel`` (the AND + popcount loop the cost model's ``word_ops`` counts),
   ``combine`` (y = β Σ_j c_j Z_j + o Σ_j c_j s_j + bias): the three parts, called one after the other;
-- ``total``: the whole layer in one call (what a network runs).
+- ``total``: the whole layer in one call (what a network runs);
+- the float layer and the total again, timed in CPU time of the calling thread (``time.thread_time``:
+  the work itself at one thread; wall-clock time on a loaded machine also counts waits for a core).
 
-Reported: the median of each column; the *best repetition* (the one with the lowest total) with every
-part shown from that same repetition (never one column's minimum beside another's, which made "min total"
-less than "min kernel"); the speed-up as the median over repetitions of float / total of the same
-repetition, and the ratio of the two minima beside it; the kernel's rate in 64-bit word-ops per ns
+Reported: wall-clock medians and minima of the float layer and of the one-call total; the speed-up as
+the median over repetitions of float / total of the same repetition; the same in CPU time; the three parts
+of the one repetition whose parts add up to the least, with their sum (never one column's minimum beside
+another's, which made "min total" less than "min kernel"); the kernel's rate in 64-bit word-ops per ns
 (``word_ops`` = N·P·k·Q·⌈D/64⌉), at its median and its fastest repetition.
 
 **Network mode** (``--network alexnet`` or ``demo_cnn``): the network (``weights=None``: speed does not
@@ -80,6 +82,13 @@ def timed(fn) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
+def timed_cpu(fn) -> float:
+    """CPU milliseconds of the calling thread (the work itself at one thread, whatever the load)."""
+    start = time.thread_time()
+    fn()
+    return (time.thread_time() - start) * 1e3
+
+
 def describe_path(backend: str, isa: str | None) -> str:
     cpu = platform.processor() or platform.machine()
     if backend == "native":
@@ -98,7 +107,7 @@ def measure_layer(shape: str, bases: int, bits: list[int], repeats: int, warmup:
     reps: list[dict] = []
     with torch.no_grad():
         for r in range(warmup + repeats):
-            row = {"float": timed(lambda: source(x))}
+            row = {"float": timed(lambda: source(x)), "float_cpu": timed_cpu(lambda: source(x))}
             for q, k in kernels.items():
                 if parts:
                     state = {}
@@ -106,6 +115,7 @@ def measure_layer(shape: str, bases: int, bits: list[int], repeats: int, warmup:
                     row[f"kernel{q}"] = timed(lambda k=k, s=state: s.update(a=k.native_kernel(s["p"])))
                     row[f"combine{q}"] = timed(lambda k=k, s=state: k.native_combine(s["a"], s["p"]))
                 row[f"total{q}"] = timed(lambda k=k: k(x))
+                row[f"total_cpu{q}"] = timed_cpu(lambda k=k: k(x))
             if r >= warmup:
                 reps.append(row)
     in_shape = tuple(x.shape[1:])
@@ -114,47 +124,55 @@ def measure_layer(shape: str, bases: int, bits: list[int], repeats: int, warmup:
     for q in bits:
         cost = layer_cost(layer, in_shape, q)
         totals = [rep[f"total{q}"] for rep in reps]
-        best = reps[min(range(len(reps)), key=totals.__getitem__)]
         row = {
             "shape": shape,
             "bases": bases,
             "bits": q,
             "float_ms": statistics.median(floats),
-            "total_ms": statistics.median(totals),
-            "speedup": statistics.median(f / t for f, t in zip(floats, totals, strict=True)),
-            "speedup_of_minima": min(floats) / min(totals),
-            "best_float_ms": best["float"],
-            "best_total_ms": best[f"total{q}"],
             "float_min_ms": min(floats),
+            "total_ms": statistics.median(totals),
+            "total_min_ms": min(totals),
+            "speedup": statistics.median(f / t for f, t in zip(floats, totals, strict=True)),
+            "float_cpu_ms": statistics.median(rep["float_cpu"] for rep in reps),
+            "total_cpu_ms": statistics.median(rep[f"total_cpu{q}"] for rep in reps),
+            "speedup_cpu": statistics.median(rep["float_cpu"] / rep[f"total_cpu{q}"] for rep in reps),
             "word_ops": cost["word_ops"],
             "float_macs": cost["float_macs"],
             "model_ops_ratio": cost["float_macs"] / cost["word_ops"],
         }
-        if parts:
-            kernel_times = [rep[f"kernel{q}"] for rep in reps]
+        if parts:  # the three parts of the repetition whose parts add up to the least, all from that one
+            sums = [rep[f"pack{q}"] + rep[f"kernel{q}"] + rep[f"combine{q}"] for rep in reps]
+            best = reps[min(range(len(reps)), key=sums.__getitem__)]
             for part in ("pack", "kernel", "combine"):
                 row[f"{part}_ms"] = statistics.median(rep[f"{part}{q}"] for rep in reps)
                 row[f"best_{part}_ms"] = best[f"{part}{q}"]
+            row["best_parts_ms"] = min(sums)
             row["word_ops_per_ns"] = cost["word_ops"] / (row["kernel_ms"] * 1e6)
-            row["word_ops_per_ns_best"] = cost["word_ops"] / (min(kernel_times) * 1e6)
+            row["word_ops_per_ns_best"] = cost["word_ops"] / (min(rep[f"kernel{q}"] for rep in reps) * 1e6)
         rows.append(row)
     return rows
 
 
 def print_layer(rows: list[dict], args) -> None:
-    print(f"{args.shape}, k = {args.bases}, threads = {args.threads}, {args.repeats} repetitions (medians; "
-          "'best' = the repetition with the lowest bit-serial total, its parts from that same repetition)")  # fmt: skip
-    head = ["Q", "float ms", "bit-serial ms", "speed-up", "speed-up of minima", "best: float", "best: pack",
-            "best: kernel", "best: combine", "best: total", "kernel word-ops/ns (median / best)",
-            "float MACs / word op"]  # fmt: skip
+    print(f"{args.shape}, k = {args.bases}, threads = {args.threads}, {args.repeats} repetitions interleaved "
+          "(wall-clock: median / min; CPU: median of the calling thread's CPU time; the parts are those of the "
+          "one repetition whose parts add up to the least)")  # fmt: skip
+    head = ["Q", "float ms", "bit-serial ms (one call)", "speed-up (median of per-repetition ratios)",
+            "CPU ms float / bit-serial", "speed-up in CPU time", "parts: quantise+pack / kernel / combine = sum",
+            "kernel word-ops/ns (median / fastest)", "float MACs / word op"]  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---:|" * len(head))
     for r in rows:
+        parts = (
+            f"{r['best_pack_ms']:.3f} / {r['best_kernel_ms']:.3f} / {r['best_combine_ms']:.3f} = {r['best_parts_ms']:.3f}"
+            if "best_parts_ms" in r
+            else "-"
+        )
         rate = f"{r['word_ops_per_ns']:.1f} / {r['word_ops_per_ns_best']:.1f}" if "word_ops_per_ns" in r else "-"
-        values = [str(r["bits"]), f"{r['float_ms']:.3f}", f"{r['total_ms']:.3f}", f"{r['speedup']:.2f}×",
-                  f"{r['speedup_of_minima']:.2f}×", f"{r['best_float_ms']:.3f}",
-                  *(f"{r[f'best_{p}_ms']:.3f}" if f"best_{p}_ms" in r else "-" for p in ("pack", "kernel", "combine")),
-                  f"{r['best_total_ms']:.3f}", rate, f"{r['model_ops_ratio']:.1f}"]  # fmt: skip
+        values = [str(r["bits"]), f"{r['float_ms']:.3f} / {r['float_min_ms']:.3f}",
+                  f"{r['total_ms']:.3f} / {r['total_min_ms']:.3f}", f"{r['speedup']:.2f}×",
+                  f"{r['float_cpu_ms']:.3f} / {r['total_cpu_ms']:.3f}", f"{r['speedup_cpu']:.2f}×", parts, rate,
+                  f"{r['model_ops_ratio']:.1f}"]  # fmt: skip
         print("| " + " | ".join(values) + " |")
 
 
@@ -196,13 +214,16 @@ def print_network(rows: list[dict], args) -> None:
     print(f"{args.network}, every conv and linear layer decomposed (k = {args.bases}) and run bit-serially, batch 1, "
           f"threads = {args.threads}, {args.repeats} repetitions interleaved with the float network")  # fmt: skip
     head = ["bits", "float ms (median / min)", "bit-serial ms (median / min)", "speed-up (median of ratios)",
-            "speed-up at the best bit-serial repetition", "layers"]  # fmt: skip
+            "speed-up at the best bit-serial repetition", "CPU ms float / bit-serial", "speed-up in CPU time",
+            "layers"]  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|---|" + "---:|" * (len(head) - 1))
     for r in rows:
         values = [r["config"], f"{r['float_ms']:.2f} / {r['float_min_ms']:.2f}",
                   f"{r['bitserial_ms']:.2f} / {r['bitserial_min_ms']:.2f}", f"{r['speedup']:.2f}×",
-                  f"{r['speedup_min']:.2f}×", str(r["layers"])]  # fmt: skip
+                  f"{r['speedup_min']:.2f}×",
+                  f"{r['float_cpu_ms']:.2f} / {r['bitserial_cpu_ms']:.2f}" if r["float_cpu_ms"] else "-",
+                  f"{r['speedup_cpu']:.2f}×" if r["speedup_cpu"] else "-", str(r["layers"])]  # fmt: skip
         print("| " + " | ".join(values) + " |")
 
 

@@ -1,27 +1,56 @@
-"""Throughput of the recurrent codec: training patches/s, and encode + decode ms for a 768×512 image,
-with the achieved GFLOP/s beside a plain matmul's on the same machine.
+"""Training throughput of the recurrent codec: the eager unfused build against the configs' default build
+and each speed switch on its own, interleaved in one run; optionally encode/decode of a whole image.
 
-    python -m benchmarks.rnn_codec_throughput                 # full width, 16 iterations
-    python -m benchmarks.rnn_codec_throughput --width 0.25 --iterations 4 --device cuda
+Builds (same weights, same batch, same stochastic-binarizer seed; see :class:`models.rnn_codec.RNNCodec`):
 
-FLOPs are counted with torch.utils.flop_counter (2 per multiply-add) on the same call that is timed.
+- ``eager unfused``: every switch off — what the classic PyTorch implementation runs;
+- one build per switch, that switch alone on (``skip_zero_state``, ``compile_gates``, ``channels_last``,
+  ``autocast_bf16``);
+- ``default``: the switches that ``configs/rnn_compressor/paper.yaml`` turns on (``--config``).
+
+Every repetition runs one training step (forward over T iterations, the paper's loss, backward, Adam) of
+every build, in an order rotated from one repetition to the next, so that a load change on a shared
+machine hits all builds alike. Reported per build: patches/s at the median and at the fastest step, and
+the speed-up over ``eager unfused`` as the median over repetitions of the ratio of the two steps of the same
+repetition; the machine's load (``os.getloadavg``) before and after. The first ``--warmup`` steps of each
+build are not timed (``compile_gates`` compiles there).
+
+    python -m benchmarks.rnn_codec_throughput                  # full width, batch 32, T = 16, CPU
+    python -m benchmarks.rnn_codec_throughput --iterations 4 --repeats 3
+    python -m benchmarks.rnn_codec_throughput --device cuda    # a GPU: the same builds
+    python -m benchmarks.rnn_codec_throughput --inference      # + encode/decode ms of a 768×512 image
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from rich.console import Console
-from rich.table import Table
-from torch.utils.flop_counter import FlopCounterMode
+import yaml
 
-from coding.rnn_bitstream import CODINGS, compress, decompress, stream_bytes_per_image
 from models.rnn_codec import RNNCodec
+
+SWITCHES = ("skip_zero_state", "compile_gates", "channels_last", "autocast_bf16")
+CONFIG = Path(__file__).resolve().parents[1] / "configs/rnn_compressor/paper.yaml"
+
+
+def config_switches(path: Path) -> dict[str, bool]:
+    """The speed switches a compressor config sets (unset ones take :class:`RNNCodec`'s defaults)."""
+    init_args = (yaml.safe_load(path.read_text()) or {}).get("model", {}).get("init_args", {})
+    return {name: bool(init_args.get(name, False)) for name in SWITCHES}  # RNNCodec's defaults: all off
+
+
+def builds(config: dict[str, bool]) -> dict[str, dict[str, bool]]:
+    off = dict.fromkeys(SWITCHES, False)
+    out = {"eager unfused": off}
+    out |= {f"{name} alone": off | {name: True} for name in SWITCHES}
+    out["default (" + ", ".join(n for n in SWITCHES if config[n]) + ")"] = config
+    return out
 
 
 def _sync(device: torch.device) -> None:
@@ -29,88 +58,131 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls after ``warmup``."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
+class Trainer:
+    """One build's codec, optimiser and training step."""
+
+    def __init__(self, switches: dict[str, bool], state: dict, args, device: torch.device) -> None:
+        self.codec = RNNCodec(width=args.width, **switches).to(device)
+        self.codec.load_state_dict(state)
+        self.codec.train()
+        self.optimizer = torch.optim.Adam(self.codec.parameters())
+        self.iterations, self.device = args.iterations, device
+
+    def step(self, patches: torch.Tensor) -> float:
+        """Seconds of one training step."""
+        _sync(self.device)
         start = time.perf_counter()
+        torch.manual_seed(0)  # the same binarizer draws in every build
+        out = self.codec(patches, self.iterations)
+        loss = (patches.unsqueeze(0) - out["x_hats"]).abs().mean(dim=(1, 2, 3, 4)).sum()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        _sync(self.device)
+        return time.perf_counter() - start
+
+
+def measure_training(args, device: torch.device) -> list[dict]:
+    torch.manual_seed(0)
+    state = RNNCodec(width=args.width).state_dict()
+    patches = torch.rand(args.batch_size, 3, args.patch_size, args.patch_size, device=device)
+    config = config_switches(args.config)
+    trainers = {name: Trainer(switches, state, args, device) for name, switches in builds(config).items()}
+    names = list(trainers)
+    for name in names:
+        for _ in range(args.warmup):
+            trainers[name].step(patches)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(args.repeats):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            times[name].append(trainers[name].step(patches))
+    base = times["eager unfused"]
+    rows = []
+    for name in names:
+        ratios = [b / t for b, t in zip(base, times[name], strict=True)]
+        rows.append(
+            {
+                "build": name,
+                "patches_per_s": args.batch_size / statistics.median(times[name]),
+                "patches_per_s_fastest": args.batch_size / min(times[name]),
+                "speedup": statistics.median(ratios),
+                "speedup_min": min(ratios),
+                "speedup_max": max(ratios),
+                "step_s": times[name],
+            }
+        )
+    return rows
+
+
+def measure_inference(args, device: torch.device) -> dict:
+    """Encode (to a real stream) and decode ms of one image with the eager codec."""
+    from coding.rnn_bitstream import compress, decompress
+
+    codec = RNNCodec(width=args.width).to(device).eval()
+    image = torch.rand(1, 3, *args.image_size, device=device)
+
+    def median_ms(fn) -> float:
         fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        out = []
+        for _ in range(args.repeats):
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            out.append(time.perf_counter() - start)
+        return statistics.median(out) * 1e3
 
-
-def flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
-def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return 2 * n**3 / timed(lambda: a @ b, device, repeats) / 1e9
+    with torch.inference_mode():
+        stream = compress(codec, image, args.iterations)
+        return {
+            "encode_ms": median_ms(lambda: compress(codec, image, args.iterations)),
+            "decode_ms": median_ms(lambda: decompress(codec, stream)),
+            "bytes": len(stream),
+        }
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--iterations", type=int, default=16)
+    parser.add_argument("--iterations", type=int, default=16, help="T, coding iterations per step")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--patch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per build")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per build first (compilation)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the config whose switches are 'default'")
+    parser.add_argument("--inference", action="store_true", help="also time encode/decode of one image")
     parser.add_argument("--image-size", type=int, nargs=2, default=[512, 768], metavar=("H", "W"))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--coding", choices=CODINGS, default="smallest", help="payload of the timed stream")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-
-    codec = RNNCodec(width=args.width).to(device)
-    optimizer = torch.optim.Adam(codec.parameters())
-    patches = torch.rand(args.batch_size, 3, args.patch_size, args.patch_size, device=device)
-
-    def train_step() -> None:
-        out = codec(patches, args.iterations)
-        loss = (patches.unsqueeze(0) - out["x_hats"]).abs().mean(dim=(1, 2, 3, 4)).sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    codec.train()
-    train_s = timed(train_step, device, args.repeats)
-    train_flops = flops(train_step)
-
-    codec.eval()
-    image = torch.rand(1, 3, *args.image_size, device=device)
-    with torch.inference_mode():
-        stream = compress(codec, image, args.iterations, coding=args.coding)
-        encode_s = timed(lambda: compress(codec, image, args.iterations, coding=args.coding), device, args.repeats)
-        codes = codec.encode(image, args.iterations)
-        sizes = {c: int(stream_bytes_per_image(codes, c)[-1, 0]) for c in ("packed", "entropy")}
-        decode_s = timed(lambda: decompress(codec, stream), device, args.repeats)
-        encode_flops = flops(lambda: codec(image, args.iterations))
-    peak = matmul_gflops(device)
-
-    result = {
-        "device": str(device), "width": args.width, "iterations": args.iterations,
-        "params": sum(p.numel() for p in codec.parameters()),
-        "train_patches_per_s": args.batch_size / train_s,
-        "train_gflops_per_s": train_flops / train_s / 1e9,
-        "encode_ms": encode_s * 1e3, "decode_ms": decode_s * 1e3,
-        "encode_gflops_per_s": encode_flops / encode_s / 1e9,
-        "matmul_gflops_per_s": peak, "coding": args.coding, "bytes": len(stream),
-        "bytes_packed": sizes["packed"], "bytes_entropy": sizes["entropy"],
-    }  # fmt: skip
-    table = Table(title=f"recurrent codec, width {args.width}, {args.iterations} iterations, {device}")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        table.add_row(key, f"{value:,.2f}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    rows = measure_training(args, device)
+    load_after = os.getloadavg()
+    print(f"recurrent codec training step: width {args.width}, batch {args.batch_size}, {args.patch_size}×"
+          f"{args.patch_size} patches, T = {args.iterations}, {device}, {torch.get_num_threads()} threads, "
+          f"{args.repeats} steps per build interleaved (+{args.warmup} warm-up); load average "
+          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")  # fmt: skip
+    print(
+        "| build | patches/s (median step) | patches/s (fastest step) | speed-up vs eager unfused (median; min–max) |"
+    )
+    print("|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['build']} | {r['patches_per_s']:.2f} | {r['patches_per_s_fastest']:.2f} | "
+              f"{r['speedup']:.2f}× ({r['speedup_min']:.2f}–{r['speedup_max']:.2f}) |")  # fmt: skip
+    result = {"device": str(device), "width": args.width, "iterations": args.iterations,
+              "batch_size": args.batch_size, "threads": torch.get_num_threads(), "load_before": load_before,
+              "load_after": load_after, "training": rows}  # fmt: skip
+    if args.inference:
+        result["inference"] = measure_inference(args, device)
+        print(f"encode {result['inference']['encode_ms']:.1f} ms, decode {result['inference']['decode_ms']:.1f} ms "
+              f"({result['inference']['bytes']} bytes) for one {args.image_size[0]}×{args.image_size[1]} image")  # fmt: skip
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
     return result
 

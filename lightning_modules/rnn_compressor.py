@@ -41,6 +41,8 @@ class RNNCompressor(L.LightningModule):
         lr_milestones: optimizer steps at which the learning rate is multiplied by ``lr_gamma``.
         lr_gamma: learning-rate decay factor at each milestone.
         init_from: fine-tune from this ``RNNCompressor`` checkpoint (weights only; a new run).
+        skip_zero_state, compile_gates, channels_last, autocast_bf16: the codec's speed switches
+            (:class:`models.rnn_codec.RNNCodec`; ``benchmarks/rnn_codec_throughput.py`` measures each).
     """
 
     def __init__(
@@ -54,10 +56,17 @@ class RNNCompressor(L.LightningModule):
         lr_milestones: list[int] | None = None,
         lr_gamma: float = 0.5,
         init_from: str | None = None,
+        skip_zero_state: bool = False,
+        compile_gates: bool = False,
+        channels_last: bool = False,
+        autocast_bf16: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.codec = RNNCodec(cell=cell, width=width, bits=bits, reconstruction=reconstruction)
+        self.codec = RNNCodec(
+            cell=cell, width=width, bits=bits, reconstruction=reconstruction, skip_zero_state=skip_zero_state,
+            compile_gates=compile_gates, channels_last=channels_last, autocast_bf16=autocast_bf16,
+        )  # fmt: skip
         self.iterations = iterations
         self.val_psnr = torch.nn.ModuleList(MeanMetric() for _ in range(iterations))
         self.val_ms_ssim = torch.nn.ModuleList(MeanMetric() for _ in range(iterations))

@@ -87,10 +87,11 @@ def serial_net_backend(network: nn.Module) -> str | None:
     return next((m.kernel.backend for m in network.modules() if isinstance(m, BitSerialModule)), None)
 
 
-def _ms(fn, x: Tensor) -> float:
-    start = time.perf_counter()
+def _ms(fn, x: Tensor) -> tuple[float, float]:
+    """Wall-clock and calling-thread CPU milliseconds of ``fn(x)``."""
+    start, cpu = time.perf_counter(), time.thread_time()
     fn(x)
-    return (time.perf_counter() - start) * 1e3
+    return (time.perf_counter() - start) * 1e3, (time.thread_time() - cpu) * 1e3
 
 
 def network_ms_per_image(
@@ -117,7 +118,9 @@ def network_ms_per_image(
     Returns:
         ``float_ms``, ``bitserial_ms`` (medians), ``float_min_ms``, ``bitserial_min_ms`` (minima),
         ``speedup`` (median over repetitions of float/bit-serial of the same repetition),
-        ``speedup_min`` (that ratio at the repetition with the lowest bit-serial time), ``repeats``,
+        ``speedup_min`` (that ratio at the repetition with the lowest bit-serial time), at ``threads=1``
+        also ``float_cpu_ms``, ``bitserial_cpu_ms`` and ``speedup_cpu`` (medians of the calling thread's CPU
+        time: on a loaded machine, wall-clock time also counts the waits for a core), ``repeats``,
         ``threads``, ``backend``, ``layers`` (how many layers run bit-serially) and the per-repetition
         ``float_times_ms`` / ``bitserial_times_ms``.
     """
@@ -130,13 +133,15 @@ def network_ms_per_image(
     float_net = copy.deepcopy(float_model).cpu().eval()
     serial_net = bitserial_network(decomposed_model, backend)
     example = example.detach().cpu()
-    float_times, serial_times = [], []
+    float_times, serial_times, float_cpu, serial_cpu = [], [], [], []
     with torch.no_grad(), cpu_threads(threads, serial_net_backend(serial_net)):
         for r in range(warmup + repeats):
-            t_float, t_serial = _ms(float_net, example), _ms(serial_net, example)
+            (t_float, c_float), (t_serial, c_serial) = _ms(float_net, example), _ms(serial_net, example)
             if r >= warmup:
                 float_times.append(t_float)
                 serial_times.append(t_serial)
+                float_cpu.append(c_float)
+                serial_cpu.append(c_serial)
     ratios = [f / s for f, s in zip(float_times, serial_times, strict=True)]
     best = min(range(repeats), key=serial_times.__getitem__)
     kernels = [m.kernel for m in serial_net.modules() if isinstance(m, BitSerialModule)]
@@ -147,6 +152,12 @@ def network_ms_per_image(
         "bitserial_min_ms": min(serial_times),
         "speedup": statistics.median(ratios),
         "speedup_min": ratios[best],
+        # CPU time of the calling thread: the work itself, whatever the load (all of it at threads = 1)
+        "float_cpu_ms": statistics.median(float_cpu) if threads == 1 else None,
+        "bitserial_cpu_ms": statistics.median(serial_cpu) if threads == 1 else None,
+        "speedup_cpu": statistics.median(f / s for f, s in zip(float_cpu, serial_cpu, strict=True))
+        if threads == 1
+        else None,
         "repeats": repeats,
         "threads": threads,
         "backend": kernels[0].backend,

@@ -30,6 +30,15 @@ Encoding therefore runs the decoder too (the encoder must know what the decoder 
 
 Images are tensors in [0, 1] of shape (B, 3, H, W). Sides that are not multiples of 16 are padded by
 edge replication and the reconstruction is cropped back.
+
+Speed switches (:class:`RNNCodec` arguments; ``benchmarks/rnn_codec_throughput.py`` measures each one):
+``skip_zero_state`` (exact; off by default so that executed MACs follow the layer table above, on in the
+compressor configs) and ``compile_gates`` (float rounding) of
+:mod:`models.rnn_cells`; ``channels_last`` (default off) stores weights and activations NHWC, which
+oneDNN's CPU convolutions prefer (same arithmetic, other summation order: float rounding); and
+``autocast_bf16`` (default off) runs the forward under ``torch.autocast(bfloat16)`` (bf16 convolutions and
+matmuls, and so their backward): this one changes the numbers at bfloat16 precision, not float32 rounding,
+so it is not among the exact/safe switches.
 """
 
 from __future__ import annotations
@@ -55,15 +64,16 @@ def scaled(channels: int, width: float) -> int:
 
 
 class RNNEncoder(nn.Module):
-    """Image (or residual) → 512w features at H/16; recurrent, so call it once per iteration."""
+    """Image (or residual) → 512w features at H/16; recurrent, so call it once per iteration.
+    ``cell_options``: the cells' speed switches (:mod:`models.rnn_cells`)."""
 
-    def __init__(self, cell: CellType = "lstm", width: float = 1.0) -> None:
+    def __init__(self, cell: CellType = "lstm", width: float = 1.0, **cell_options) -> None:
         super().__init__()
         c64, c256, c512 = scaled(64, width), scaled(256, width), scaled(512, width)
         self.conv = nn.Conv2d(3, c64, 3, stride=2, padding=1, bias=False)
-        self.rnn1 = make_cell(cell, c64, c256, 3, 2, 1)
-        self.rnn2 = make_cell(cell, c256, c512, 3, 2, 1)
-        self.rnn3 = make_cell(cell, c512, c512, 3, 2, 1)
+        self.rnn1 = make_cell(cell, c64, c256, 3, 2, 1, **cell_options)
+        self.rnn2 = make_cell(cell, c256, c512, 3, 2, 1, **cell_options)
+        self.rnn3 = make_cell(cell, c512, c512, 3, 2, 1, **cell_options)
         self.out_channels = c512
 
     def forward(self, x: Tensor, states: list | None = None) -> tuple[Tensor, list]:
@@ -90,22 +100,25 @@ class Binarizer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         t = torch.tanh(self.conv(x))
         if self.training:
-            b = torch.where(torch.rand_like(t) < (1 + t) / 2, 1.0, -1.0).to(t.dtype)
+            # drawn in logical (contiguous) order whatever t's memory format, so channels_last draws the same
+            u = torch.rand(t.shape, dtype=t.dtype, device=t.device)
+            b = torch.where(u < (1 + t) / 2, 1.0, -1.0).to(t.dtype)
             return t + (b - t).detach()
         return torch.where(t >= 0, 1.0, -1.0).to(t.dtype)
 
 
 class RNNDecoder(nn.Module):
-    """±1 codes (``bits`` channels at H/16) → one iteration's output image (3 × H, in [-0.5, 0.5])."""
+    """±1 codes (``bits`` channels at H/16) → one iteration's output image (3 × H, in [-0.5, 0.5]).
+    ``cell_options``: the cells' speed switches (:mod:`models.rnn_cells`)."""
 
-    def __init__(self, cell: CellType = "lstm", width: float = 1.0, bits: int = 32) -> None:
+    def __init__(self, cell: CellType = "lstm", width: float = 1.0, bits: int = 32, **cell_options) -> None:
         super().__init__()
         c128, c256, c512 = scaled(128, width), scaled(256, width), scaled(512, width)
         self.conv1 = nn.Conv2d(bits, c512, 1, bias=False)
-        self.rnn1 = make_cell(cell, c512, c512, 3, 1, 1)
-        self.rnn2 = make_cell(cell, c512 // 4, c512, 3, 1, 1)
-        self.rnn3 = make_cell(cell, c512 // 4, c256, 3, 1, 3)
-        self.rnn4 = make_cell(cell, c256 // 4, c128, 3, 1, 3)
+        self.rnn1 = make_cell(cell, c512, c512, 3, 1, 1, **cell_options)
+        self.rnn2 = make_cell(cell, c512 // 4, c512, 3, 1, 1, **cell_options)
+        self.rnn3 = make_cell(cell, c512 // 4, c256, 3, 1, 3, **cell_options)
+        self.rnn4 = make_cell(cell, c256 // 4, c128, 3, 1, 3, **cell_options)
         self.conv2 = nn.Conv2d(c128 // 4, 3, 1, bias=False)
 
     def forward(self, codes: Tensor, states: list | None = None) -> tuple[Tensor, list]:
@@ -136,6 +149,12 @@ class RNNCodec(nn.Module):
         width: channel multiplier on the layer table (1.0 = the paper's network).
         bits: binary channels per 16×16 block and iteration (32 → 0.125 bpp per iteration).
         reconstruction: ``"additive"`` (γ = 1) or ``"one_shot"`` (γ = 0).
+        skip_zero_state: skip the hidden convolutions on the first iteration, where the state is zero
+            (exact; see :mod:`models.rnn_cells`).
+        compile_gates: run the cells' gate pointwise functions through ``torch.compile`` in training
+            (float rounding; compiles once per cell and patch shape).
+        channels_last: keep weights and activations in NHWC memory format (float rounding).
+        autocast_bf16: run the forward under bfloat16 autocast (bf16 precision: not exact; see above).
     """
 
     def __init__(
@@ -144,6 +163,10 @@ class RNNCodec(nn.Module):
         width: float = 1.0,
         bits: int = 32,
         reconstruction: Reconstruction = "additive",
+        skip_zero_state: bool = False,
+        compile_gates: bool = False,
+        channels_last: bool = False,
+        autocast_bf16: bool = False,
     ) -> None:
         super().__init__()
         if reconstruction not in ("additive", "one_shot"):
@@ -151,9 +174,13 @@ class RNNCodec(nn.Module):
         if bits < 1:
             raise ValueError(f"bits must be positive, got {bits}")
         self.cell, self.width, self.bits, self.reconstruction = cell, width, bits, reconstruction
-        self.encoder = RNNEncoder(cell, width)
+        cell_options = {"skip_zero_state": skip_zero_state, "compile_gates": compile_gates}
+        self.channels_last, self.autocast_bf16 = channels_last, autocast_bf16
+        self.encoder = RNNEncoder(cell, width, **cell_options)
         self.binarizer = Binarizer(self.encoder.out_channels, bits)
-        self.decoder = RNNDecoder(cell, width, bits)
+        self.decoder = RNNDecoder(cell, width, bits, **cell_options)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     @property
     def bpp_per_iteration(self) -> float:
@@ -178,8 +205,22 @@ class RNNCodec(nn.Module):
         the ±1 codes (padded size).
         """
         self._check(x, iterations)
+        with self._speed_context():
+            return self._forward(x, iterations)
+
+    def _speed_context(self):
+        """bfloat16 autocast when ``autocast_bf16`` is on (on the input's device), else nothing."""
+        return torch.autocast(self._device_type(), dtype=torch.bfloat16, enabled=self.autocast_bf16)
+
+    def _device_type(self) -> str:
+        return next(self.parameters()).device.type
+
+    def _layout(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _forward(self, x: Tensor, iterations: int) -> dict[str, Tensor]:
         size = x.shape[-2:]
-        target = pad_to_multiple(x) - 0.5
+        target = self._layout(pad_to_multiple(x) - 0.5)
         residual, recon = target, None
         enc_states = dec_states = None
         codes, x_hats = [], []
@@ -191,8 +232,8 @@ class RNNCodec(nn.Module):
             residual = target - recon
             codes.append(b)
             x_hats.append(recon[..., : size[0], : size[1]] + 0.5)
-        x_hats_t = torch.stack(x_hats)
-        return {"x_hat": x_hats_t[-1], "x_hats": x_hats_t, "codes": torch.stack(codes)}
+        x_hats_t = torch.stack(x_hats).to(x.dtype)  # autocast's bf16 back to the input's dtype
+        return {"x_hat": x_hats_t[-1], "x_hats": x_hats_t, "codes": torch.stack(codes).to(x.dtype)}
 
     @torch.no_grad()
     def encode(self, x: Tensor, iterations: int) -> Tensor:
@@ -215,11 +256,12 @@ class RNNCodec(nn.Module):
             raise ValueError(f"expected codes of shape (T, B, {self.bits}, h, w), got {tuple(codes.shape)}")
         h, w = size if size is not None else (codes.shape[-2] * STRIDE, codes.shape[-1] * STRIDE)
         recon, dec_states, x_hats = None, None, []
-        for b in codes:
-            out, dec_states = self.decoder(b, dec_states)
-            recon = self._update(recon, out)
-            x_hats.append(recon[..., :h, :w] + 0.5)
-        return torch.stack(x_hats)
+        with self._speed_context():
+            for b in codes:
+                out, dec_states = self.decoder(self._layout(b), dec_states)
+                recon = self._update(recon, out)
+                x_hats.append(recon[..., :h, :w] + 0.5)
+        return torch.stack(x_hats).to(codes.dtype)
 
 
 def rnn_codec_parameter_count(cell: CellType = "lstm", width: float = 1.0, bits: int = 32) -> int:
