@@ -189,6 +189,7 @@ class SharedTrunkTask(L.LightningModule):
         self.images = nn.ModuleDict({s: SumMetric() for s in STAGES})
         self.bytes_per_image = nn.ModuleDict({s: MeanMetric() for s in STAGES})
         self._test_size: tuple[int, int] | None = None
+        self._source_bytes: dict[int, float | None] = {}
 
     # ----------------------------------------------------------------------------------- set-up
     @property
@@ -317,11 +318,12 @@ class SharedTrunkTask(L.LightningModule):
             return None
         loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
         loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
-        paths = _source_paths(getattr(loader, "dataset", None))
-        if not paths:
-            return None
-        sizes = [Path(path).stat().st_size for path in paths]
-        return sum(sizes) / len(sizes) if sizes else None
+        dataset = getattr(loader, "dataset", None)
+        if id(dataset) not in self._source_bytes:  # one stat per file per dataset, not per epoch
+            paths = _source_paths(dataset)
+            sizes = [Path(path).stat().st_size for path in paths or ()]
+            self._source_bytes[id(dataset)] = sum(sizes) / len(sizes) if sizes else None
+        return self._source_bytes[id(dataset)]
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")
