@@ -24,10 +24,10 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from coding.image_codecs import encode_image  # noqa: E402
-from datamodules.classification_transforms import eval_transform, plain_resize_transform  # noqa: E402
-from datamodules.sample_images import SAMPLE_PHOTOS, load_sample_photo  # noqa: E402
-from lightning_modules.shared_trunk import INPUT_JPEG_QUALITY, PAPER_INPUT_JPEG_BYTES  # noqa: E402
+from coding.image_codecs import encode_image
+from datamodules.classification_transforms import eval_transform, plain_resize_transform
+from datamodules.sample_images import SAMPLE_PHOTOS, load_sample_photo
+from lightning_modules.shared_trunk import INPUT_JPEG_QUALITY, PAPER_INPUT_JPEG_BYTES
 
 QUALITIES = (50, 60, 70, 75, 80, 85, 90, 95)
 RESIZES = {"plain": plain_resize_transform, "crop": eval_transform}

@@ -347,7 +347,7 @@ def decode(data: bytes) -> Tensor:
         image = _decode_image(payload, info)
     except FeatureStreamError:
         raise
-    except Exception as error:  # noqa: BLE001 — whatever a decoder raises on bad data is a bad stream
+    except Exception as error:
         raise FeatureStreamError(
             f"cannot decode the {info.codec} image of the stream ({len(payload)} bytes): {type(error).__name__}: {error}"
         ) from error

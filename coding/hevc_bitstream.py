@@ -291,13 +291,10 @@ def decode(payload: bytes, settings: Settings) -> np.ndarray:
                 f"the image is {image.size[0]}×{image.size[1]} {image.mode}, expected "
                 f"{settings.width}×{settings.height} {expected_mode}"
             )
-        if settings.depth == 10:
-            array = np.asarray(image).astype(np.uint16) >> 6
-        else:
-            array = np.asarray(image.to_pillow())
+        array = np.asarray(image).astype(np.uint16) >> 6 if settings.depth == 10 else np.asarray(image.to_pillow())
     except HevcStreamError:
         raise
-    except Exception as error:  # noqa: BLE001 — libheif/libde265 raise many kinds on bad data
+    except Exception as error:
         raise HevcStreamError(f"cannot decode the HEVC payload: {type(error).__name__}: {error}") from error
     expected = (settings.height, settings.width) + (() if settings.grey else (3,))
     if array.shape != expected:

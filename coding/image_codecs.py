@@ -338,7 +338,7 @@ def decode_array(data: bytes, codec: str, grey: bool = False, shape: tuple[int, 
                     array = np.asarray(opened).astype(np.uint16)
                 else:
                     array = np.asarray(opened if opened.mode in ("L", "RGB") else opened.convert("RGB"))
-    except Exception as error:  # noqa: BLE001 — any decoder failure on bad data (UnidentifiedImageError, bombs, ...)
+    except Exception as error:
         raise ValueError(
             f"cannot decode the data as {codec!r} ({len(data)} bytes): {type(error).__name__}: {error}"
         ) from error

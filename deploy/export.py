@@ -57,7 +57,7 @@ DEFAULT_FEATURE_CODEC = {"codec": "png", "quality": None, "layout": "r_channel",
 def _load_raw(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure to read is reported with the file's name
+    except Exception as error:
         raise ValueError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
 
 

@@ -10,6 +10,7 @@ Imports no Lightning and no training code.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import time
@@ -27,7 +28,7 @@ def _answer(runtime: ServerRuntime, stream: bytes) -> dict:
     start = time.perf_counter()
     try:
         reply = {"ok": True, "prediction": runtime.predict(stream)}
-    except Exception as error:  # noqa: BLE001 - any failure on a stream is that stream's error reply
+    except Exception as error:
         reply = {"ok": False, "error": f"{type(error).__name__}: {error}"}
     reply["bytes"] = len(stream)
     reply["server_ms"] = (time.perf_counter() - start) * 1e3
@@ -85,10 +86,8 @@ def _connection(conn: socket.socket, runtime: ServerRuntime, stats: dict, max_re
             stats["errors"] += 1
             message = "timed out waiting for a frame" if isinstance(error, TimeoutError) else str(error)
             _log(f"closing the connection: {message}")
-            try:
+            with contextlib.suppress(OSError):
                 send_reply(conn, {"ok": False, "error": f"ProtocolError: {message}", "bytes": 0, "server_ms": 0.0})
-            except OSError:
-                pass
             return
         except OSError as error:
             _log(f"connection lost: {error}")

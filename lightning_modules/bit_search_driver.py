@@ -172,7 +172,7 @@ def run_search(
     out_dir: str | Path,
     resume: bool = False,
     stop_after_tables: int | None = None,
-    network_timer: NetworkTimer | None | bool = True,
+    network_timer: NetworkTimer | bool | None = True,
 ) -> dict[str, Any]:
     """Algorithm 1 with the D sweep, in every reading; writes and returns ``search.json``'s content.
 

@@ -51,7 +51,7 @@ def write_report(summary: dict, out: Path) -> None:
             )
         rows.append(
             [label, "total", "", "", _fmt(entry.get("predicted_accuracy"), ".2f"),
-             _fmt(entry.get("predicted_additive"), ".2f"), f"{entry['accuracy']:.2f}", int(round(entry["gbops"] * 1e9)),
+             _fmt(entry.get("predicted_additive"), ".2f"), f"{entry['accuracy']:.2f}", round(entry["gbops"] * 1e9),
              _fmt(entry["ms"], ".3f"), _fmt(entry.get("network_ms"), ".3f")]
         )  # fmt: skip
     float_ms = summary.get("float_network_ms")
@@ -173,7 +173,7 @@ def figure3(summary: dict):
         timed = [r for r in uni if r.get(key) is not None]
         ax.plot([r[key] for r in timed], [r["accuracy"] for r in timed], "s--", color="grey", label="uniform Q")
         for reading, rows in readings.items():
-            marker, color, short = READING_STYLE.get(reading, ("o", "C0", reading))
+            marker, color, _short = READING_STYLE.get(reading, ("o", "C0", reading))
             found = [r for r in rows if r["feasible"] and r.get(key) is not None]
             ax.plot([r[key] for r in found], [r["accuracy"] for r in found], marker, color=color, ls="none",
                     label=f"search, {reading} (measured)")  # fmt: skip

@@ -26,6 +26,7 @@ Admissibility: R − S < D. The walks (``walk``):
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -50,7 +51,7 @@ def tables_from_layer_drops(
     if not drops:
         return []
     tables: list[dict[PairKey, float]] = [{(None, q): reference - a for q, a in drops[0].items()}]
-    for previous, current in zip(drops, drops[1:], strict=False):
+    for previous, current in itertools.pairwise(drops):
         tables.append({(qp, q): reference - ap - a for qp, ap in previous.items() for q, a in current.items()})
     return tables
 

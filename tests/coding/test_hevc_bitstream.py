@@ -91,6 +91,7 @@ def test_bad_payloads_are_named():
     with pytest.raises(ValueError):
         hb.decode(b"\x02" + encode_array(np.zeros((16, 24), np.uint8), "hevc", qp=30), settings)
     try:  # a slice coded for 16×24 under a 16×16 parameter set: refused, or a 16×16 image
-        assert hb.decode(other, settings).shape == (16, 16)
+        shape = hb.decode(other, settings).shape
     except ValueError:
-        pass
+        shape = None
+    assert shape in (None, (16, 16))
