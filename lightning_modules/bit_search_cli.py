@@ -170,7 +170,6 @@ def search_main(argv: list[str]) -> dict | None:
             os.environ.pop(RUN_DIR_ENV, None)
 
 
-
 def run_search_command(argv: list[str]) -> None:
     """``search_main`` with refusals (a locked run, a search state that does not match) as one line."""
     try:

@@ -45,7 +45,7 @@ MOBILENET_V2_CIFAR = [[1, 16, 1, 1], [6, 24, 2, 1], [6, 32, 3, 2], [6, 64, 4, 2]
 
 
 def _scaled(channels: int, width: float) -> int:
-    return max(1, int(round(channels * width)))
+    return max(1, round(channels * width))
 
 
 def mobilenet_v2_cifar(num_classes: int = 10, width: float = 1.0) -> nn.Module:
@@ -93,7 +93,7 @@ def vgg11_bn(num_classes: int = 10, width: float = 1.0) -> nn.Module:
             nn.ReLU(True),
             nn.Dropout(),
             nn.Linear(hidden, num_classes),
-        ),  # fmt: skip
+        ),
     )
 
 

@@ -10,10 +10,10 @@ import pytest
 
 from benchmarks import fbnet_report
 from benchmarks.fbnet_report import COLUMNS, collect, read_test_metrics, write_report
+from cli.lightning_cli import SplitCVCLI
 from datamodules.fixtures import write_cifar10
 from models.fbnet import cifar10_space, write_architecture
 from models.fbnet_baselines import mobilenet_v2_blocks
-from cli.lightning_cli import SplitCVCLI
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -112,9 +112,7 @@ def test_search_on_the_imagenet_fixture_then_resume(imagenet, tmp_path):
     assert (run_dir / "search_config.resume-1.yaml").is_file()
     # resuming with another image size: the data fingerprint differs, refused naming the state file
     with pytest.raises(SearchStateError, match=r"state\.json holds a search with other settings \(data\)"):
-        search_main(
-            [*_args(imagenet, tmp_path / "runs", **{"data.init_args.image_size": "20"}), "--resume", "true"]
-        )
+        search_main([*_args(imagenet, tmp_path / "runs", **{"data.init_args.image_size": "20"}), "--resume", "true"])
 
 
 def test_a_requeued_slurm_search_resumes_by_itself(tmp_path, monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -107,7 +109,7 @@ def test_building_a_table_leaves_the_global_rng_alone(tmp_path):
 def _demo_space():
     import yaml
 
-    init = yaml.safe_load(open("configs/fbnet/demo_search.yaml"))["model"]["init_args"]
+    init = yaml.safe_load(Path("configs/fbnet/demo_search.yaml").read_text())["model"]["init_args"]
     return cifar10_space(width=init["width"], stages=init["stages"]), init["latency_file"]
 
 
@@ -121,7 +123,7 @@ def test_the_shipped_demo_latency_table_is_used_as_it_is_without_measuring(monke
 
     monkeypatch.setattr(fbnet_costs, "measure_side_by_side", fail)
     table = build_cost_table(space, CostSettings(cache_dir=None, progress=False), latency_file=path)
-    shipped = json.loads(open(path).read())
+    shipped = json.loads(Path(path).read_text())
     assert table.latency_ms.tolist() == shipped["latency_ms"] and table.fixed_latency_ms == shipped["fixed_latency_ms"]
     assert path in table.latency_source
 
@@ -131,11 +133,11 @@ def test_a_latency_file_of_other_shapes_or_broken_is_refused_naming_it(tmp_path)
     with pytest.raises(ValueError, match="demo_latency_table.json: measured for search space"):
         fbnet_costs.read_latency_file(path, SPACE)
     broken = tmp_path / "t.json"
-    broken.write_text(open(path).read()[:200])
+    broken.write_text(Path(path).read_text()[:200])
     with pytest.raises(ValueError, match="t.json: not a latency table"):
         fbnet_costs.read_latency_file(broken, space)
     negative = tmp_path / "n.json"
-    negative.write_text(open(path).read().replace("0.1", "-0.1", 1))
+    negative.write_text(Path(path).read_text().replace("0.1", "-0.1", 1))
     with pytest.raises(ValueError, match="n.json: latencies must be finite"):
         fbnet_costs.read_latency_file(negative, space)
     with pytest.raises(FileNotFoundError, match="latency_file: null"):
