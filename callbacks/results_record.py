@@ -35,7 +35,6 @@ What a module provides, ``results_info(stage) -> dict`` (all keys optional): ``m
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -46,6 +45,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
+from coding.checksums import file_sha256
 from models import metric_names as mn
 
 SCHEMA = "splitcv.results/1"
@@ -71,14 +71,6 @@ RECORD_KEYS: tuple[str, ...] = (
     "config",
     "metrics",
 )
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _image_size(batch: Any) -> tuple[int, int] | None:

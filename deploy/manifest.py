@@ -20,9 +20,10 @@ SHA-256 it was written with) by the runtimes before any work. Fields:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
+
+from coding.checksums import file_sha256 as sha256_file
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -32,14 +33,6 @@ METHODS = ("rnn_compressor", "code_recognition", "decoded_recognition", "shared_
 
 class ManifestError(ValueError):
     """An export directory that cannot be used; the message names the file."""
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(directory: Path, manifest: dict) -> Path:
