@@ -8,7 +8,6 @@ same input. The whole network's time per image (Figure 3's speed axis) is measur
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import statistics
 import time
@@ -18,21 +17,7 @@ import torch
 from torch import nn
 
 from models.bdcnn import BinaryDecomposedConv2d, decomposed_layers, layer_inputs, set_bits
-
-
-@contextlib.contextmanager
-def cpu_threads(threads: int):
-    """Run torch and numba with ``threads`` CPU threads (restored afterwards)."""
-    import numba
-
-    saved = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved[0])
-        numba.set_num_threads(saved[1])
+from models.bdcnn_timing import cpu_threads  # numba's pool is started only when numba runs
 
 
 def cpu_copy(module: nn.Module) -> nn.Module:
