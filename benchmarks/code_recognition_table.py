@@ -222,7 +222,7 @@ def print_table(results: dict, console: Console) -> None:
         f"{s['device']} ({s['torch_threads']} threads), compressor {s['cell']} width {s['width']}, "
         f"{s['bits']} bits/iteration, median of {s['repeats']} interleaved rounds"
     )
-    print_plain_table(HEADER, table_rows(results), title=title, right=HEADER[2:], console=console)
+    print_plain_table(HEADER, table_rows(results), title=title, right=HEADER[2:], console=console, width=120, keys=3)
     console.print(
         f"load average (1, 5, 15 min) at start {s['load_average_at_start']}, at end {s['load_average_at_end']}; "
         "ratios are measured in one run, interleaved, so a load change hits all four alike."

@@ -2,8 +2,9 @@
 
 Rich sizes a table to the terminal, and to 80 columns when the output is not a terminal (a log file, a pipe,
 a batch job), where it shortens long names to "…". :func:`print_table` prints a Rich table whose cells fold
-instead when the output is a terminal, and plain Markdown otherwise, in column groups that each fit ``width``
-characters (the first column repeated in every group), so that no log line runs to 230 characters;
+instead when the output is a terminal, and plain Markdown otherwise — for wide tables in column groups that each
+fit ``width`` characters (the columns that name a row repeated in every group), so that no log line runs to
+230 characters;
 :func:`write_table` writes the whole table as ``.md`` and ``.csv`` for a report.
 """
 
@@ -36,16 +37,20 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], ri
     return "\n".join([line(columns), "| " + " | ".join(rule) + " |", *(line(r) for r in cells)])
 
 
-def column_groups(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], width: int) -> list[list[str]]:
-    """Columns per group: the first column in every group, then as many as fit ``width`` Markdown characters."""
+def column_groups(
+    columns: Sequence[str], rows: Sequence[Mapping[str, Any]], width: int, keys: int = 1
+) -> list[list[str]]:
+    """Columns per group: the first ``keys`` columns (what names a row) in every group, then as many others as
+    fit ``width`` Markdown characters."""
     cells = _cells(columns, rows)
     sizes = [max(3, len(c), *(len(r[i]) for r in cells)) + 3 for i, c in enumerate(columns)]
+    head, used_by_head = list(columns[:keys]), sum(sizes[:keys]) + 1
     groups: list[list[str]] = []
-    current, used = [columns[0]], sizes[0] + 1
-    for i in range(1, len(columns)):
-        if len(current) > 1 and used + sizes[i] > width:
+    current, used = list(head), used_by_head
+    for i in range(keys, len(columns)):
+        if len(current) > keys and used + sizes[i] > width:
             groups.append(current)
-            current, used = [columns[0]], sizes[0] + 1
+            current, used = list(head), used_by_head
         current.append(columns[i])
         used += sizes[i]
     groups.append(current)
@@ -72,13 +77,14 @@ def print_table(
     title: str = "",
     right: Sequence[str] = (),
     console: Console | None = None,
-    width: int = 120,
+    width: int | None = None,
+    keys: int = 1,
 ) -> None:
-    """A Rich table on a terminal (cells fold, never cut); off a terminal the Markdown text, in column groups of at
-    most ``width`` characters."""
+    """A Rich table on a terminal (cells fold, never cut); off a terminal the Markdown text: one line per row, or
+    with ``width`` in column groups of at most ``width`` characters, each repeating the first ``keys`` columns."""
     console = console or Console()
     if not console.is_terminal:
-        groups = column_groups(columns, rows, width)
+        groups = [list(columns)] if width is None else column_groups(columns, rows, width, keys)
         text = "\n\n".join(markdown_table(group, rows, right) for group in groups)
         console.file.write((f"{title}\n" if title else "") + text + "\n")
         console.file.flush()

@@ -13,7 +13,7 @@ ROWS = [
 
 def test_off_a_terminal_lines_fit_and_no_cell_is_cut():
     out = io.StringIO()
-    print_table(COLUMNS, ROWS, title="title", console=Console(file=out), width=120)
+    print_table(COLUMNS, ROWS, title="title", console=Console(file=out), width=120, keys=1)
     text = out.getvalue()
     assert max(len(line) for line in text.splitlines()) <= 120
     for cell in [*COLUMNS, *ROWS[0].values(), "from_layer4"]:
@@ -22,9 +22,15 @@ def test_off_a_terminal_lines_fit_and_no_cell_is_cut():
 
 
 def test_groups_cover_every_column_once_after_the_first():
-    groups = column_groups(COLUMNS, ROWS, 80)
-    assert all(g[0] == "variant" for g in groups)
-    assert sorted(c for g in groups for c in g[1:]) == sorted(COLUMNS[1:])
+    groups = column_groups(COLUMNS, ROWS, 80, keys=2)
+    assert all(g[:2] == COLUMNS[:2] for g in groups)
+    assert sorted(c for g in groups for c in g[2:]) == sorted(COLUMNS[2:])
+
+
+def test_without_a_width_each_row_is_one_line():
+    out = io.StringIO()
+    print_table(COLUMNS, ROWS, console=Console(file=out))
+    assert sum(line.startswith("| conventional_pipeline_name ") for line in out.getvalue().splitlines()) == 1
 
 
 def test_markdown_aligns_right_columns_and_files_hold_the_whole_table(tmp_path):
