@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
+from benchmarks.table_output import print_table as print_plain_table
 from models import metric_names as mn
 
 # Lightning, torch and matplotlib are imported where they are used, so that `--help` answers at once.
@@ -119,16 +119,18 @@ def write_markdown(rows: Sequence[dict[str, Any]], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+COMPACT = ("method", "setting", "score %", "bytes/img", "edge GMACs", "edge ms")
+
+
 def print_table(rows: Sequence[dict[str, Any]], console: Console | None = None) -> None:
-    """The compact view: what answers the question at any terminal width (the files hold every column)."""
-    table = Table(title="Split methods: accuracy, bytes sent, edge cost")
-    for column in ("method", "setting", "score %", "bytes/img", "edge GMACs", "edge ms"):
-        table.add_column(column, justify="left" if column in ("method", "setting") else "right", overflow="fold")
+    """The compact view: what answers the question (the files hold every column); never cuts a name, on a
+    terminal or in a log (:func:`benchmarks.table_output.print_table`)."""
+    compact = []
     for r in rows:
         score = (
             "" if r["score_pct"] is None else f"{r['score_pct']:.2f}" + (" mAP" if r["score_name"] == mn.MAP50 else "")
         )
-        table.add_row(
+        values = (
             r["method"],
             r["setting"],
             score,
@@ -136,7 +138,10 @@ def print_table(rows: Sequence[dict[str, Any]], console: Console | None = None) 
             "" if r[mn.GMACS_EDGE] is None else f"{r[mn.GMACS_EDGE]:.3g}",
             _fmt(r[mn.MS_EDGE], 2),
         )
-    (console or Console()).print(table)
+        compact.append(dict(zip(COMPACT, values, strict=True)))
+    print_plain_table(
+        COMPACT, compact, title="Split methods: accuracy, bytes sent, edge cost", right=COMPACT[2:], console=console
+    )
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
