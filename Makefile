@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml setup.py models/bitserial_native.c
 
 install: $(STAMP)
 
-# Trains an eighth-width compressor on scikit-image's bundled photos (CPU, ~7 min: 7 min 4 s measured on the
+# Trains an eighth-width compressor on scikit-image's bundled photos (CPU, 7–13 min: 7 min 4 s and 12 min 45 s measured on the
 # 2-core machine; see the README), then codes the held-out photos at iterations 1..T beside JPEG and WebP at the nearest
 # bpp: table + plot in runs/rnn_compressor_demo/$(DEMO_ID)/rate_distortion/.
 # A run is never trained over: a finished demo is kept and reported (train another with DEMO_ID=name); an
