@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,19 @@ def read_record(path: str | Path) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{path}: results record lacks {missing}")
     return record
+
+
+def write_results(trainer: L.Trainer, stage: str, record: Callable[[], dict[str, Any]]) -> bool:
+    """Write ``record()`` to ``<run dir>/results/<stage>.json`` atomically, on global rank 0 and not during the
+    sanity check; returns whether it was written (``record`` is only called then)."""
+    if trainer.sanity_checking or not trainer.is_global_zero:
+        return False
+    path = Path(trainer.default_root_dir) / RESULTS_DIR / f"{stage}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record(), indent=2, ensure_ascii=False))
+    os.replace(tmp, path)
+    return True
 
 
 class ResultsRecord(Callback):
@@ -237,15 +251,8 @@ class ResultsRecord(Callback):
         return {**{k: v for k, v in details.items() if k not in record}, **record}
 
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        record = self.record(trainer, pl_module, stage)
-        path = Path(trainer.default_root_dir) / RESULTS_DIR / f"{stage}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False))
-        os.replace(tmp, path)
-        self._input_size.pop(stage, None)
+        if write_results(trainer, stage, lambda: self.record(trainer, pl_module, stage)):
+            self._input_size.pop(stage, None)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, pl_module, "val")

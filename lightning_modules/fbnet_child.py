@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from callbacks.results_record import write_results
 from lightning_modules.classification_steps import log_classification_eval, top_k_accuracies
 from models.fbnet import FBNetChildNet, read_architecture
 from models.fbnet_baselines import build_baseline
@@ -208,21 +209,11 @@ class FBNetChild(L.LightningModule):
             "metrics": metrics,
         }
 
-    def _write_results(self, stage: str) -> None:
-        trainer = self.trainer
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        path = Path(trainer.default_root_dir) / "results" / f"{stage}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.results_record(stage), indent=1))
-        tmp.replace(path)
-
     def on_validation_end(self) -> None:
-        self._write_results("val")
+        write_results(self.trainer, "val", lambda: self.results_record("val"))
 
     def on_test_end(self) -> None:
-        self._write_results("test")
+        write_results(self.trainer, "test", lambda: self.results_record("test"))
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams
