@@ -4,21 +4,32 @@ and each speed switch on its own, interleaved in one run; optionally encode/deco
 Builds (same weights, same batch, same stochastic-binarizer seed; see :class:`models.rnn_codec.RNNCodec`):
 
 - ``eager unfused``: every switch off — what the classic PyTorch implementation runs;
-- one build per switch, that switch alone on (``skip_zero_state``, ``compile_gates``, ``channels_last``,
-  ``autocast_bf16``);
-- ``default``: the switches that ``configs/rnn_compressor/paper.yaml`` turns on (``--config``).
+- one build per switch, that switch alone on (``skip_zero_state``, ``compile_gates``, ``small_map_gemm``,
+  ``channels_last``, ``autocast_bf16``);
+- ``default``: the switches that ``configs/rnn_compressor/paper.yaml`` turns on (``--config``);
+- ``default, float32``: those switches less ``autocast_bf16`` (the part that keeps float32 numbers).
 
 Every repetition runs one training step (forward over T iterations, the paper's loss, backward, Adam) of
 every build, in an order rotated from one repetition to the next, so that a load change on a shared
 machine hits all builds alike. Reported per build: patches/s at the median and at the fastest step, and
 the speed-up over ``eager unfused`` as the median over repetitions of the ratio of the two steps of the same
 repetition; the machine's load (``os.getloadavg``) before and after. The first ``--warmup`` steps of each
-build are not timed (``compile_gates`` compiles there).
+build are not timed (``compile_gates`` compiles there). The timed steps use the one ``--patch-size`` patch
+batch of random pixels: speed does not depend on the pixels.
+
+``--quality STEPS`` asks the other question a switch that changes numbers raises — does the network still
+learn as well? It trains ``eager unfused`` (initialisation seed 0), ``eager unfused`` again from
+initialisation seed 1 (the spread that any change of rounding already brings), and ``default`` (seed 0)
+for STEPS interleaved steps on one stream of random 32×32 crops (with h-flips) of scikit-image's bundled
+training photos, then codes crops of the held-out photos (chelsea, coffee, rocket) in float32 evaluation
+mode, and prints the mean training loss of the last tenth of the steps and the held-out PSNR after 1, T/2
+and T iterations; ``--out DIR`` adds the loss curves as a PNG.
 
     python -m benchmarks.rnn_codec_throughput                  # full width, batch 32, T = 16, CPU
     python -m benchmarks.rnn_codec_throughput --iterations 4 --repeats 3
     python -m benchmarks.rnn_codec_throughput --device cuda    # a GPU: the same builds
     python -m benchmarks.rnn_codec_throughput --inference      # + encode/decode ms of a 768×512 image
+    python -m benchmarks.rnn_codec_throughput --quality 300 --width 0.25 --iterations 8 --out runs/rnn_speed
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ import yaml
 
 from models.rnn_codec import RNNCodec
 
-SWITCHES = ("skip_zero_state", "compile_gates", "channels_last", "autocast_bf16")
+SWITCHES = ("skip_zero_state", "compile_gates", "small_map_gemm", "channels_last", "autocast_bf16")
 CONFIG = Path(__file__).resolve().parents[1] / "configs/rnn_compressor/paper.yaml"
 
 
@@ -45,11 +56,14 @@ def config_switches(path: Path) -> dict[str, bool]:
     return {name: bool(init_args.get(name, False)) for name in SWITCHES}  # RNNCodec's defaults: all off
 
 
-def builds(config: dict[str, bool]) -> dict[str, dict[str, bool]]:
+def builds(config: dict[str, bool], alone: tuple[str, ...] = SWITCHES) -> dict[str, dict[str, bool]]:
     off = dict.fromkeys(SWITCHES, False)
     out = {"eager unfused": off}
-    out |= {f"{name} alone": off | {name: True} for name in SWITCHES}
+    out |= {f"{name} alone": off | {name: True} for name in alone}
     out["default (" + ", ".join(n for n in SWITCHES if config[n]) + ")"] = config
+    if config["autocast_bf16"]:
+        exact = config | {"autocast_bf16": False}
+        out["default, float32 (" + ", ".join(n for n in SWITCHES if exact[n]) + ")"] = exact
     return out
 
 
@@ -61,23 +75,29 @@ def _sync(device: torch.device) -> None:
 class Trainer:
     """One build's codec, optimiser and training step."""
 
-    def __init__(self, switches: dict[str, bool], state: dict, args, device: torch.device) -> None:
+    def __init__(self, switches: dict[str, bool], state: dict, args, device: torch.device, lr: float = 1e-3) -> None:
         self.codec = RNNCodec(width=args.width, **switches).to(device)
         self.codec.load_state_dict(state)
         self.codec.train()
-        self.optimizer = torch.optim.Adam(self.codec.parameters())
+        self.optimizer = torch.optim.Adam(self.codec.parameters(), lr=lr)
         self.iterations, self.device = args.iterations, device
+
+    def train_step(self, patches: torch.Tensor) -> float:
+        """One training step (the paper's loss: Σ_t mean |x − x̂_t|); returns the loss."""
+        self.codec.train()
+        out = self.codec(patches, self.iterations)
+        loss = (patches.unsqueeze(0) - out["x_hats"]).abs().mean(dim=(1, 2, 3, 4)).sum()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
 
     def step(self, patches: torch.Tensor) -> float:
         """Seconds of one training step."""
         _sync(self.device)
         start = time.perf_counter()
         torch.manual_seed(0)  # the same binarizer draws in every build
-        out = self.codec(patches, self.iterations)
-        loss = (patches.unsqueeze(0) - out["x_hats"]).abs().mean(dim=(1, 2, 3, 4)).sum()
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
+        self.train_step(patches)
         _sync(self.device)
         return time.perf_counter() - start
 
@@ -87,7 +107,7 @@ def measure_training(args, device: torch.device) -> list[dict]:
     state = RNNCodec(width=args.width).state_dict()
     patches = torch.rand(args.batch_size, 3, args.patch_size, args.patch_size, device=device)
     config = config_switches(args.config)
-    trainers = {name: Trainer(switches, state, args, device) for name, switches in builds(config).items()}
+    trainers = {name: Trainer(switches, state, args, device) for name, switches in builds(config, args.alone).items()}
     names = list(trainers)
     for name in names:
         for _ in range(args.warmup):
@@ -142,6 +162,69 @@ def measure_inference(args, device: torch.device) -> dict:
         }
 
 
+TRAIN_PHOTOS = ("astronaut", "brick", "camera", "grass", "gravel", "hubble_deep_field", "immunohistochemistry",
+                "moon", "motorcycle", "retina")  # fmt: skip
+HELD_OUT_PHOTOS = ("chelsea", "coffee", "rocket")
+
+
+def photo_patches(names, count: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` random ``size``² crops (half of them h-flipped) of the bundled photos ``names``, in [0, 1]."""
+    from datamodules.sample_images import load_sample_photo
+
+    photos = [torch.from_numpy(load_sample_photo(n)).permute(2, 0, 1).float() / 255 for n in names]
+    out = torch.empty(count, 3, size, size)
+    for i in range(count):
+        photo = photos[int(torch.randint(len(photos), (1,), generator=generator))]
+        top = int(torch.randint(photo.shape[1] - size + 1, (1,), generator=generator))
+        left = int(torch.randint(photo.shape[2] - size + 1, (1,), generator=generator))
+        crop = photo[:, top : top + size, left : left + size]
+        out[i] = crop.flip(-1) if torch.rand(1, generator=generator) < 0.5 else crop
+    return out
+
+
+def measure_quality(args, device: torch.device, config: dict[str, bool]) -> dict:
+    """Train eager (seeds 0 and 1) and the default build (seed 0) side by side; held-out PSNR in float32."""
+    off = dict.fromkeys(SWITCHES, False)
+    runs = {"eager unfused, init seed 0": (off, 0), "eager unfused, init seed 1": (off, 1)}
+    runs["default (" + ", ".join(n for n in SWITCHES if config[n]) + "), init seed 0"] = (config, 0)
+    generator = torch.Generator().manual_seed(0)
+    train = photo_patches(TRAIN_PHOTOS, args.quality * args.batch_size, 32, generator)
+    held_out = photo_patches(HELD_OUT_PHOTOS, 256, 32, generator).to(device)
+    trainers = {}
+    for name, (switches, seed) in runs.items():
+        torch.manual_seed(seed)
+        state = RNNCodec(width=args.width).state_dict()
+        trainers[name] = Trainer(switches, state, args, device, lr=args.lr)
+    losses: dict[str, list[float]] = {name: [] for name in runs}
+    for step in range(args.quality):
+        batch = train[step * args.batch_size : (step + 1) * args.batch_size].to(device)
+        for name, trainer in trainers.items():
+            torch.manual_seed(1000 + step)  # the same binarizer draws in every run
+            losses[name].append(trainer.train_step(batch))
+    tail = max(1, args.quality // 10)
+    rows = []
+    for name, trainer in trainers.items():
+        codec = trainer.codec.eval()
+        with torch.no_grad():
+            x_hats = codec(held_out, args.iterations)["x_hats"].clamp(0, 1)
+        mse = (x_hats - held_out.unsqueeze(0)).square().mean(dim=(1, 2, 3, 4))
+        psnr = (10 * torch.log10(1 / mse)).tolist()
+        rows.append({"run": name, "final_loss": statistics.fmean(losses[name][-tail:]), "psnr": psnr,
+                     "losses": losses[name]})  # fmt: skip
+    return {"steps": args.quality, "tail": tail, "rows": rows}
+
+
+def print_quality(quality: dict, iterations: int) -> None:
+    marks = sorted({1, max(1, iterations // 2), iterations})
+    print(f"\ntraining quality: {quality['steps']} steps on the bundled photos' crops; held-out PSNR (float32 "
+          f"evaluation) on 256 crops of {', '.join(HELD_OUT_PHOTOS)}")  # fmt: skip
+    print("| run | training loss (mean of last " + f"{quality['tail']} steps) | "
+          + " | ".join(f"PSNR after {k} (dB)" for k in marks) + " |")  # fmt: skip
+    print("|---|---:|" + "---:|" * len(marks))
+    for r in quality["rows"]:
+        print(f"| {r['run']} | {r['final_loss']:.4f} | " + " | ".join(f"{r['psnr'][k - 1]:.2f}" for k in marks) + " |")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=float, default=1.0)
@@ -152,12 +235,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per build first (compilation)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--config", type=Path, default=CONFIG, help="the config whose switches are 'default'")
+    parser.add_argument("--alone", nargs="*", choices=SWITCHES, default=list(SWITCHES), metavar="SWITCH",
+                        help=f"the switches timed on their own (default: all of {', '.join(SWITCHES)})")  # fmt: skip
     parser.add_argument("--inference", action="store_true", help="also time encode/decode of one image")
+    parser.add_argument("--quality", type=int, default=0, metavar="STEPS",
+                        help="also train eager (2 seeds) and default side by side for STEPS steps; compare")  # fmt: skip
+    parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate of --quality (the paper's)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the --quality loss-curve PNG")
     parser.add_argument("--image-size", type=int, nargs=2, default=[512, 768], metavar=("H", "W"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.quality < 0 or args.repeats < 1:
+        parser.error("--quality must be >= 0 and --repeats >= 1")
+    if args.quality and args.patch_size != 32:
+        parser.error("--quality trains on 32×32 crops; leave --patch-size at 32")
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
@@ -181,6 +274,18 @@ def main(argv: list[str] | None = None) -> dict:
         result["inference"] = measure_inference(args, device)
         print(f"encode {result['inference']['encode_ms']:.1f} ms, decode {result['inference']['decode_ms']:.1f} ms "
               f"({result['inference']['bytes']} bytes) for one {args.image_size[0]}×{args.image_size[1]} image")  # fmt: skip
+    if args.quality:
+        quality = measure_quality(args, device, config_switches(args.config))
+        print_quality(quality, args.iterations)
+        result["quality"] = quality
+        if args.out:
+            from plotting.plots import plot_training_curves
+
+            png = plot_training_curves(
+                {r["run"]: r["losses"] for r in quality["rows"]}, args.out / "rnn_training_quality.png",
+                title=f"width {args.width}, batch {args.batch_size}, T = {args.iterations}", smooth=max(1, args.quality // 30),
+            )  # fmt: skip
+            print(f"loss curves: {png}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

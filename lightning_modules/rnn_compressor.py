@@ -41,7 +41,7 @@ class RNNCompressor(L.LightningModule):
         lr_milestones: optimizer steps at which the learning rate is multiplied by ``lr_gamma``.
         lr_gamma: learning-rate decay factor at each milestone.
         init_from: fine-tune from this ``RNNCompressor`` checkpoint (weights only; a new run).
-        skip_zero_state, compile_gates, channels_last, autocast_bf16: the codec's speed switches
+        skip_zero_state, compile_gates, small_map_gemm, channels_last, autocast_bf16: the codec's speed switches
             (:class:`models.rnn_codec.RNNCodec`; ``benchmarks/rnn_codec_throughput.py`` measures each).
     """
 
@@ -58,6 +58,7 @@ class RNNCompressor(L.LightningModule):
         init_from: str | None = None,
         skip_zero_state: bool = False,
         compile_gates: bool = False,
+        small_map_gemm: bool = False,
         channels_last: bool = False,
         autocast_bf16: bool = False,
     ) -> None:
@@ -65,7 +66,8 @@ class RNNCompressor(L.LightningModule):
         self.save_hyperparameters()
         self.codec = RNNCodec(
             cell=cell, width=width, bits=bits, reconstruction=reconstruction, skip_zero_state=skip_zero_state,
-            compile_gates=compile_gates, channels_last=channels_last, autocast_bf16=autocast_bf16,
+            compile_gates=compile_gates, small_map_gemm=small_map_gemm, channels_last=channels_last,
+            autocast_bf16=autocast_bf16,
         )  # fmt: skip
         self.iterations = iterations
         self.val_psnr = torch.nn.ModuleList(MeanMetric() for _ in range(iterations))

@@ -29,7 +29,7 @@ loading one fails naming ``conv_hn`` and the ``conv_hh`` shape.)
 The recurrent state is created on the first step from the *output* of the input convolution, so its
 shape always follows the input image: nothing here depends on a patch size.
 
-Speed switches (constructor arguments; neither changes what the cell computes beyond float rounding):
+Speed switches (constructor arguments; none changes what the cell computes beyond float rounding):
 
 - ``skip_zero_state`` (default off, so that executed MACs follow the layer table; the compressor configs
   turn it on): on the first step the state is zero, so the hidden convolutions (bias-free) give exactly
@@ -40,8 +40,13 @@ Speed switches (constructor arguments; neither changes what the cell computes be
   ``dynamic=True`` crashes Inductor on these graphs) as one fused kernel, in training only (evaluation
   runs images of every size; each new shape would recompile). One graph per cell and input shape: a fixed
   patch size compiles the codec's 7 cells once (tens of seconds). The fused pointwise part alone was
-  measured 2.7–3.1× faster; a whole full-width CPU training step, 1.02× (README section 1). Numbers differ
+  measured 2.7–3.1× faster; a whole full-width CPU training step, 1.05× (README section 1: the
+  convolutions' backward is most of the step). Numbers differ
   from eager by float rounding only (fused exp/tanh).
+- ``small_map_gemm`` (default off): the cells' convolutions are :class:`models.small_map_conv.SmallMapConv2d`
+  (same parameters and state dict as ``nn.Conv2d``): in training, a k×k convolution whose output map has at
+  most 4 positions (the 2×2 maps of 32×32 patches) runs as unfold + one matrix product, whose backward
+  oneDNN's own measured 2.5–3× slower here. Float rounding (another summation order); evaluation unchanged.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ import types
 
 import torch
 from torch import Tensor, nn
+
+from models.small_map_conv import SmallMapConv2d
 
 LSTMState = tuple[Tensor, Tensor]
 
@@ -115,16 +122,18 @@ class ConvRecurrentCell(nn.Module):
         hidden_kernel_size: int = 1,
         skip_zero_state: bool = False,
         compile_gates: bool = False,
+        small_map_gemm: bool = False,
     ) -> None:
         super().__init__()
         self.hidden_channels = hidden_channels
-        self.skip_zero_state, self.compile_gates = skip_zero_state, compile_gates
+        self.skip_zero_state, self.compile_gates, self.small_map_gemm = skip_zero_state, compile_gates, small_map_gemm
         self._compiled: dict[str, object] = {}
         out = self.gates * hidden_channels
-        self.conv_ih = nn.Conv2d(in_channels, out, kernel_size, stride, kernel_size // 2, bias=False)
+        conv = SmallMapConv2d if small_map_gemm else nn.Conv2d
+        self.conv_ih = conv(in_channels, out, kernel_size, stride, kernel_size // 2, bias=False)
 
         def hidden_conv(gates: int) -> nn.Conv2d:
-            return nn.Conv2d(
+            return conv(
                 hidden_channels, gates * hidden_channels, hidden_kernel_size, 1, hidden_kernel_size // 2, bias=False
             )
 

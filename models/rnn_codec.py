@@ -31,18 +31,28 @@ Encoding therefore runs the decoder too (the encoder must know what the decoder 
 Images are tensors in [0, 1] of shape (B, 3, H, W). Sides that are not multiples of 16 are padded by
 edge replication and the reconstruction is cropped back.
 
-Speed switches (:class:`RNNCodec` arguments; ``benchmarks/rnn_codec_throughput.py`` measures each one):
-``skip_zero_state`` (exact; off by default so that executed MACs follow the layer table above, on in the
-compressor configs) and ``compile_gates`` (float rounding) of
-:mod:`models.rnn_cells`; ``channels_last`` (default off) stores weights and activations NHWC, which
-oneDNN's CPU convolutions prefer (same arithmetic, other summation order: float rounding); and
-``autocast_bf16`` (default off) runs the forward under ``torch.autocast(bfloat16)`` (bf16 convolutions and
-matmuls, and so their backward): this one changes the numbers at bfloat16 precision, not float32 rounding,
-so it is not among the exact/safe switches.
+Speed switches (:class:`RNNCodec` arguments; ``benchmarks/rnn_codec_throughput.py`` measures each one;
+all default off, so the plain codec is the classic implementation):
+
+- ``skip_zero_state`` (exact) and ``compile_gates`` (float rounding) of :mod:`models.rnn_cells`;
+- ``small_map_gemm`` (float rounding; :mod:`models.small_map_conv`): in training, the 3×3 convolutions
+  whose output is a 2×2 map run as unfold + one GEMM, whose backward is 2.5–3× faster than oneDNN's here;
+- ``channels_last``: weights and activations NHWC, which oneDNN's CPU convolutions are said to prefer
+  (same arithmetic, other summation order: float rounding; measured slower here);
+- ``autocast_bf16``: the training forward under ``torch.autocast(bfloat16)`` — bf16 convolutions and
+  matmuls with float32 accumulation, and so their backward, as in PyTorch's and Lightning's
+  ``bf16-mixed``; weights, optimiser state, the loss and every evaluation stay float32. Numbers change at
+  bfloat16 precision (8 mantissa bits), not float32 rounding; ``benchmarks/rnn_codec_throughput.py
+  --quality`` trains both from one initialisation on the same patches to show what that does to training.
+  Only in training: :meth:`RNNCodec.encode`, :meth:`RNNCodec.decode` and every evaluation (so every
+  bitstream) run float32 whatever the switch says. Where the device has no native bf16 arithmetic
+  (a CPU without AVX512-BF16 or AMX, a GPU before Ampere) emulated bf16 would be slower than float32, so
+  the switch is then ignored with one warning.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -100,8 +110,9 @@ class Binarizer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         t = torch.tanh(self.conv(x))
         if self.training:
-            # drawn in logical (contiguous) order whatever t's memory format, so channels_last draws the same
-            u = torch.rand(t.shape, dtype=t.dtype, device=t.device)
+            # drawn in logical (contiguous) order whatever t's memory format, so channels_last draws the same,
+            # and in at least float32, so a bf16 forward draws the same numbers as a float32 one
+            u = torch.rand(t.shape, dtype=torch.promote_types(t.dtype, torch.float32), device=t.device)
             b = torch.where(u < (1 + t) / 2, 1.0, -1.0).to(t.dtype)
             return t + (b - t).detach()
         return torch.where(t >= 0, 1.0, -1.0).to(t.dtype)
@@ -153,8 +164,10 @@ class RNNCodec(nn.Module):
             (exact; see :mod:`models.rnn_cells`).
         compile_gates: run the cells' gate pointwise functions through ``torch.compile`` in training
             (float rounding; compiles once per cell and patch shape).
+        small_map_gemm: in training, convolutions with 2×2 outputs as unfold + GEMM (float rounding).
         channels_last: keep weights and activations in NHWC memory format (float rounding).
-        autocast_bf16: run the forward under bfloat16 autocast (bf16 precision: not exact; see above).
+        autocast_bf16: run the training forward under bfloat16 autocast (bf16 precision, float32
+            accumulation; evaluation stays float32; ignored with a warning without native bf16; see above).
     """
 
     def __init__(
@@ -165,6 +178,7 @@ class RNNCodec(nn.Module):
         reconstruction: Reconstruction = "additive",
         skip_zero_state: bool = False,
         compile_gates: bool = False,
+        small_map_gemm: bool = False,
         channels_last: bool = False,
         autocast_bf16: bool = False,
     ) -> None:
@@ -174,7 +188,11 @@ class RNNCodec(nn.Module):
         if bits < 1:
             raise ValueError(f"bits must be positive, got {bits}")
         self.cell, self.width, self.bits, self.reconstruction = cell, width, bits, reconstruction
-        cell_options = {"skip_zero_state": skip_zero_state, "compile_gates": compile_gates}
+        cell_options = {
+            "skip_zero_state": skip_zero_state,
+            "compile_gates": compile_gates,
+            "small_map_gemm": small_map_gemm,
+        }
         self.channels_last, self.autocast_bf16 = channels_last, autocast_bf16
         self.encoder = RNNEncoder(cell, width, **cell_options)
         self.binarizer = Binarizer(self.encoder.out_channels, bits)
@@ -209,8 +227,10 @@ class RNNCodec(nn.Module):
             return self._forward(x, iterations)
 
     def _speed_context(self):
-        """bfloat16 autocast when ``autocast_bf16`` is on (on the input's device), else nothing."""
-        return torch.autocast(self._device_type(), dtype=torch.bfloat16, enabled=self.autocast_bf16)
+        """bfloat16 autocast in training when ``autocast_bf16`` is on and the device has native bf16."""
+        device = self._device_type()
+        enabled = self.autocast_bf16 and self.training and native_bf16(device)
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=enabled)
 
     def _device_type(self) -> str:
         return next(self.parameters()).device.type
@@ -262,6 +282,35 @@ class RNNCodec(nn.Module):
                 recon = self._update(recon, out)
                 x_hats.append(recon[..., :h, :w] + 0.5)
         return torch.stack(x_hats).to(codes.dtype)
+
+
+_warned_bf16: set[str] = set()
+
+
+def native_bf16(device_type: str) -> bool:
+    """Whether ``device_type`` computes bf16 natively (CUDA: Ampere or later; CPU: AVX512-BF16 or AMX),
+    warning once per device type where not (``autocast_bf16`` is then ignored: emulated bf16 is slower)."""
+    if device_type == "cuda":
+        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    elif device_type == "cpu":
+        native = cpu_has_native_bf16()
+    else:
+        native = True  # other accelerators: trust torch.autocast
+    if not native and device_type not in _warned_bf16:
+        _warned_bf16.add(device_type)
+        warnings.warn(
+            f"autocast_bf16 is on but this {device_type} has no native bfloat16 arithmetic (AVX512-BF16/AMX on a "
+            "CPU, Ampere or later on a GPU): emulated bf16 would be slower than float32, so the codec trains in "
+            "float32",
+            stacklevel=3,
+        )
+    return native
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX on this CPU (PyTorch's own CPU feature probes)."""
+    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(probe is not None and probe() for probe in probes)
 
 
 def rnn_codec_parameter_count(cell: CellType = "lstm", width: float = 1.0, bits: int = 32) -> int:

@@ -1,7 +1,7 @@
 """The codec's speed switches compute what the plain (eager, unfused) codec computes.
 
-``skip_zero_state`` is exact (outputs and gradients bit for bit); ``channels_last`` and ``compile_gates``
-agree to float rounding; ``autocast_bf16`` to bfloat16 precision. Tiny networks, two or three iterations.
+``skip_zero_state`` is exact (outputs and gradients bit for bit); ``channels_last``, ``compile_gates`` and
+``small_map_gemm`` agree to float rounding; ``autocast_bf16`` to bfloat16 precision, in training only. Tiny networks, two or three iterations.
 """
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models import rnn_codec
 from models.rnn_cells import ConvGRUCell, ConvLSTMCell
-from models.rnn_codec import RNNCodec
+from models.rnn_codec import RNNCodec, cpu_has_native_bf16
+from models.small_map_conv import SmallMapConv2d
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,21 +63,54 @@ def test_channels_last_agrees_to_float_rounding(cell):
         torch.testing.assert_close(g_fast[name], g_plain[name], rtol=1e-3, atol=1e-5, msg=name)
 
 
-def test_bf16_autocast_is_close_at_bf16_precision_and_returns_float32():
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_small_map_gemm_agrees_to_float_rounding_and_runs_the_2x2_convolutions_as_gemm(cell):
+    plain, fast = _pair(cell, small_map_gemm=True)
+    x = torch.rand(2, 3, 32, 32)  # 32×32 patches: encoder RNN 3 and decoder RNN 1 have 2×2 outputs
+    y_plain, g_plain = _step(plain.train(), x, 3)
+    y_fast, g_fast = _step(fast.train(), x, 3)
+    torch.testing.assert_close(y_fast, y_plain, rtol=1e-4, atol=1e-5)
+    for name in g_plain:
+        torch.testing.assert_close(g_fast[name], g_plain[name], rtol=1e-3, atol=1e-5, msg=name)
+    calls = {name: m.matmul_calls for name, m in fast.named_modules() if isinstance(m, SmallMapConv2d)}
+    assert {name for name, n in calls.items() if n} == {"encoder.rnn3.conv_ih", "decoder.rnn1.conv_ih"}
+    assert calls["encoder.rnn3.conv_ih"] == calls["decoder.rnn1.conv_ih"] == 3  # once per iteration
+    with torch.no_grad():  # evaluation is nn.Conv2d itself
+        assert torch.equal(fast.eval()(x, 2)["x_hats"], plain.eval()(x, 2)["x_hats"])
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16: the switch is ignored")
+def test_bf16_autocast_trains_at_bf16_precision_and_evaluates_in_float32():
     plain, fast = _pair("lstm", autocast_bf16=True)
     x = torch.rand(2, 3, 32, 32)
+    y_plain, g_plain = _step(plain.train(), x, 2)
+    y_fast, g_fast = _step(fast.train(), x, 2)
+    assert y_fast.dtype == torch.float32 and all(g.dtype == torch.float32 for g in g_fast.values())
+    assert not torch.equal(y_fast, y_plain)  # the training forward ran in bf16
+    assert (y_fast - y_plain).abs().mean() < 0.01  # 8 mantissa bits, the same binarizer draws
     with torch.no_grad():
-        y_plain = plain.eval()(x, 2)["x_hats"]
-        y_fast = fast.eval()(x, 2)["x_hats"]
-    assert y_fast.dtype == torch.float32
-    assert (y_fast - y_plain).abs().max() < 0.05  # bf16 keeps 8 mantissa bits
-    assert not torch.equal(y_fast, y_plain)  # it did run in bf16
+        assert torch.equal(fast.eval()(x, 2)["x_hats"], plain.eval()(x, 2)["x_hats"])
+    assert torch.equal(fast.encode(x, 2), plain.encode(x, 2))  # bitstreams: float32 whatever the switch
+
+
+def test_bf16_autocast_is_ignored_with_a_warning_without_native_bf16(monkeypatch):
+    monkeypatch.setattr(rnn_codec, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(rnn_codec, "_warned_bf16", set())
+    plain, fast = _pair("lstm", autocast_bf16=True)
+    x = torch.rand(2, 3, 32, 32)
+    y_plain, _ = _step(plain.train(), x, 2)
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        y_fast, _ = _step(fast.train(), x, 2)
+    assert torch.equal(y_fast, y_plain)
 
 
 def test_the_codec_hands_its_switches_to_every_cell():
-    codec = RNNCodec(width=0.0625, skip_zero_state=False, compile_gates=True)
+    codec = RNNCodec(width=0.0625, skip_zero_state=False, compile_gates=True, small_map_gemm=True)
     cells = [m for m in codec.modules() if isinstance(m, (ConvLSTMCell, ConvGRUCell))]
     assert len(cells) == 7 and all(c.compile_gates and not c.skip_zero_state for c in cells)
+    assert all(isinstance(c.conv_ih, SmallMapConv2d) and isinstance(c.conv_hh, SmallMapConv2d) for c in cells)
+    plain_cells = [m for m in RNNCodec(width=0.0625).modules() if isinstance(m, ConvLSTMCell)]
+    assert not any(isinstance(m, SmallMapConv2d) for c in plain_cells for m in c.modules())
 
 
 def _cell_steps(cell: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
