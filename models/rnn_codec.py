@@ -45,7 +45,9 @@ all default off, so the plain codec is the classic implementation):
   bfloat16 precision (8 mantissa bits), not float32 rounding; ``benchmarks/rnn_codec_throughput.py
   --quality`` trains both from one initialisation on the same patches to show what that does to training.
   Only in training: :meth:`RNNCodec.encode`, :meth:`RNNCodec.decode` and every evaluation (so every
-  bitstream) run float32 whatever the switch says. Where the device has no native bf16 arithmetic
+  bitstream) run float32 whatever the switch says — also inside an outer autocast such as Lightning's
+  ``bf16-mixed``, which the codec's own ``torch.autocast(enabled=False)`` turns off there (and in training
+  too when the switch is off). Where the device has no native bf16 arithmetic
   (a CPU without AVX512-BF16 or AMX, a GPU before Ampere) emulated bf16 would be slower than float32, so
   the switch is then ignored with one warning.
 """

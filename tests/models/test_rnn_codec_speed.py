@@ -93,6 +93,18 @@ def test_bf16_autocast_trains_at_bf16_precision_and_evaluates_in_float32():
     assert torch.equal(fast.encode(x, 2), plain.encode(x, 2))  # bitstreams: float32 whatever the switch
 
 
+def test_evaluation_and_encoding_stay_float32_inside_an_outer_bf16_autocast():
+    """Lightning's ``bf16-mixed`` (configs/trainer/gpu.yaml) autocasts validation too; the codec's own context
+    turns it off outside training, so every evaluation and every bitstream is float32 on any trainer."""
+    plain, fast = _pair("lstm", autocast_bf16=True)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        reference = plain.eval()(x, 2)["x_hats"]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(fast.eval()(x, 2)["x_hats"], reference)
+            assert torch.equal(fast.encode(x, 2), plain.encode(x, 2))
+
+
 def test_bf16_autocast_is_ignored_with_a_warning_without_native_bf16(monkeypatch):
     monkeypatch.setattr(rnn_codec, "cpu_has_native_bf16", lambda: False)
     monkeypatch.setattr(rnn_codec, "_warned_bf16", set())
