@@ -293,7 +293,7 @@ def native_bf16(device_type: str) -> bool:
     """Whether ``device_type`` computes bf16 natively (CUDA: Ampere or later; CPU: AVX512-BF16 or AMX),
     warning once per device type where not (``autocast_bf16`` is then ignored: emulated bf16 is slower)."""
     if device_type == "cuda":
-        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+        native = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8  # Ampere or later
     elif device_type == "cpu":
         native = cpu_has_native_bf16()
     else:
