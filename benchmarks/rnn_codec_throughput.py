@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from benchmarks.table_output import print_table
 from models.rnn_codec import RNNCodec
 
 SWITCHES = ("skip_zero_state", "compile_gates", "small_map_gemm", "channels_last", "autocast_bf16")
@@ -56,14 +57,19 @@ def config_switches(path: Path) -> dict[str, bool]:
     return {name: bool(init_args.get(name, False)) for name in SWITCHES}  # RNNCodec's defaults: all off
 
 
+def label(prefix: str, switches: dict[str, bool]) -> str:
+    """``prefix (the switches that are on)``: how the tables name a build."""
+    return f"{prefix} (" + ", ".join(n for n in SWITCHES if switches[n]) + ")"
+
+
 def builds(config: dict[str, bool], alone: tuple[str, ...] = SWITCHES) -> dict[str, dict[str, bool]]:
     off = dict.fromkeys(SWITCHES, False)
     out = {"eager unfused": off}
     out |= {f"{name} alone": off | {name: True} for name in alone}
-    out["default (" + ", ".join(n for n in SWITCHES if config[n]) + ")"] = config
+    out[label("default", config)] = config
     if config["autocast_bf16"]:
         exact = config | {"autocast_bf16": False}
-        out["default, float32 (" + ", ".join(n for n in SWITCHES if exact[n]) + ")"] = exact
+        out[label("default, float32", exact)] = exact
     return out
 
 
@@ -162,14 +168,9 @@ def measure_inference(args, device: torch.device) -> dict:
         }
 
 
-TRAIN_PHOTOS = ("astronaut", "brick", "camera", "grass", "gravel", "hubble_deep_field", "immunohistochemistry",
-                "moon", "motorcycle", "retina")  # fmt: skip
-HELD_OUT_PHOTOS = ("chelsea", "coffee", "rocket")
-
-
 def photo_patches(names, count: int, size: int, generator: torch.Generator) -> torch.Tensor:
     """``count`` random ``size``² crops (half of them h-flipped) of the bundled photos ``names``, in [0, 1]."""
-    from datamodules.sample_images import load_sample_photo
+    from datamodules.sample_images import load_sample_photo  # imports Lightning: only for --quality
 
     photos = [torch.from_numpy(load_sample_photo(n)).permute(2, 0, 1).float() / 255 for n in names]
     out = torch.empty(count, 3, size, size)
@@ -186,10 +187,13 @@ def measure_quality(args, device: torch.device, config: dict[str, bool]) -> dict
     """Train eager (seeds 0 and 1) and the default build (seed 0) side by side; held-out PSNR in float32."""
     off = dict.fromkeys(SWITCHES, False)
     runs = {"eager unfused, init seed 0": (off, 0), "eager unfused, init seed 1": (off, 1)}
-    runs["default (" + ", ".join(n for n in SWITCHES if config[n]) + "), init seed 0"] = (config, 0)
+    runs[label("default", config) + ", init seed 0"] = (config, 0)
+    from datamodules.sample_images import DEFAULT_VAL_PHOTOS, SAMPLE_PHOTOS  # the compressor demo's split
+
+    train_photos = [n for n in SAMPLE_PHOTOS if n not in DEFAULT_VAL_PHOTOS]
     generator = torch.Generator().manual_seed(0)
-    train = photo_patches(TRAIN_PHOTOS, args.quality * args.batch_size, 32, generator)
-    held_out = photo_patches(HELD_OUT_PHOTOS, 256, 32, generator).to(device)
+    train = photo_patches(train_photos, args.quality * args.batch_size, 32, generator)
+    held_out = photo_patches(DEFAULT_VAL_PHOTOS, 256, 32, generator).to(device)
     trainers = {}
     for name, (switches, seed) in runs.items():
         torch.manual_seed(seed)
@@ -211,18 +215,18 @@ def measure_quality(args, device: torch.device, config: dict[str, bool]) -> dict
         psnr = (10 * torch.log10(1 / mse)).tolist()
         rows.append({"run": name, "final_loss": statistics.fmean(losses[name][-tail:]), "psnr": psnr,
                      "losses": losses[name]})  # fmt: skip
-    return {"steps": args.quality, "tail": tail, "rows": rows}
+    return {"steps": args.quality, "tail": tail, "held_out": list(DEFAULT_VAL_PHOTOS), "rows": rows}
 
 
 def print_quality(quality: dict, iterations: int) -> None:
     marks = sorted({1, max(1, iterations // 2), iterations})
-    print(f"\ntraining quality: {quality['steps']} steps on the bundled photos' crops; held-out PSNR (float32 "
-          f"evaluation) on 256 crops of {', '.join(HELD_OUT_PHOTOS)}")  # fmt: skip
-    print("| run | training loss (mean of last " + f"{quality['tail']} steps) | "
-          + " | ".join(f"PSNR after {k} (dB)" for k in marks) + " |")  # fmt: skip
-    print("|---|---:|" + "---:|" * len(marks))
-    for r in quality["rows"]:
-        print(f"| {r['run']} | {r['final_loss']:.4f} | " + " | ".join(f"{r['psnr'][k - 1]:.2f}" for k in marks) + " |")
+    loss = f"training loss (mean of last {quality['tail']} steps)"
+    psnr = {k: f"PSNR after {k} (dB)" for k in marks}
+    rows = [{"run": r["run"], loss: f"{r['final_loss']:.4f}"} | {psnr[k]: f"{r['psnr'][k - 1]:.2f}" for k in marks}
+            for r in quality["rows"]]  # fmt: skip
+    title = (f"\ntraining quality: {quality['steps']} steps on the bundled photos' crops; held-out PSNR (float32 "
+             f"evaluation) on 256 crops of {', '.join(quality['held_out'])}")  # fmt: skip
+    print_table(["run", loss, *psnr.values()], rows, title, right=[loss, *psnr.values()])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -260,13 +264,12 @@ def main(argv: list[str] | None = None) -> dict:
           f"{args.patch_size} patches, T = {args.iterations}, {device}, {torch.get_num_threads()} threads, "
           f"{args.repeats} steps per build interleaved (+{args.warmup} warm-up); load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")  # fmt: skip
-    print(
-        "| build | patches/s (median step) | patches/s (fastest step) | speed-up vs eager unfused (median; min–max) |"
-    )
-    print("|---|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['build']} | {r['patches_per_s']:.2f} | {r['patches_per_s_fastest']:.2f} | "
-              f"{r['speedup']:.2f}× ({r['speedup_min']:.2f}–{r['speedup_max']:.2f}) |")  # fmt: skip
+    columns = ["build", "patches/s (median step)", "patches/s (fastest step)",
+               "speed-up vs eager unfused (median; min–max)"]  # fmt: skip
+    cells = [dict(zip(columns, (r["build"], f"{r['patches_per_s']:.2f}", f"{r['patches_per_s_fastest']:.2f}",
+                                f"{r['speedup']:.2f}× ({r['speedup_min']:.2f}–{r['speedup_max']:.2f})"), strict=True))
+             for r in rows]  # fmt: skip
+    print_table(columns, cells, right=columns[1:])
     result = {"device": str(device), "width": args.width, "iterations": args.iterations,
               "batch_size": args.batch_size, "threads": torch.get_num_threads(), "load_before": load_before,
               "load_after": load_after, "training": rows}  # fmt: skip
