@@ -35,7 +35,14 @@ from hypothesis import strategies as st  # noqa: E402
 
 from coding import rnn_bitstream as rb  # noqa: E402
 from models.rnn_codec import RNNCodec  # noqa: E402
-from tests.coding.fuzz_support import PropertyBroken, apply_edits, edits_strategy, fuzz_settings, run_and_report  # noqa: E402
+from tests.coding.fuzz_support import (
+    PropertyBroken,
+    apply_edits,
+    decoded_or_counted,
+    edits_strategy,
+    fuzz_settings,
+    run_and_report,
+)  # noqa: E402
 
 FIELDS = struct.Struct("<4sBBHHHHH4sI")
 NAMES = ("magic", "version", "flags", "batch", "height", "width", "iterations", "bits", "fingerprint", "crc")
@@ -72,15 +79,11 @@ class Fuzzer:
     def check(self, kind: str, coding: str, data: bytes, forged: bool) -> None:
         """Decode ``data``; record the outcome; raise PropertyBroken if it breaks the property."""
         counter = self.outcomes.setdefault(f"{coding}/{kind}", Counter())
-        try:
-            image = rb.decompress(self.codec, data)
-        except ValueError as error:
-            message = str(error)
-            word = next((w for w in OUTCOME_WORDS if w in message), "other")
-            counter[f"ValueError: {word}"] += 1
+        image = decoded_or_counted(
+            lambda d: rb.decompress(self.codec, d), data, counter, OUTCOME_WORDS, f"{coding}/{kind}", data.hex()
+        )
+        if image is None:
             return
-        except Exception as error:  # anything else (MemoryError, RuntimeError, ...) breaks the property
-            raise PropertyBroken(f"{coding}/{kind}: {type(error).__name__}: {error}; stream {data.hex()}") from error
         expected = self.expected[coding]
         if image.shape == expected.shape and torch.equal(image, expected):
             counter["right image"] += 1

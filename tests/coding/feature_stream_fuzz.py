@@ -45,7 +45,14 @@ from PIL import Image  # noqa: E402
 
 from coding import feature_codec as fc  # noqa: E402
 from coding.image_codecs import available_codecs, encode_array  # noqa: E402
-from tests.coding.fuzz_support import PropertyBroken, apply_edits, edits_strategy, fuzz_settings, run_and_report  # noqa: E402
+from tests.coding.fuzz_support import (
+    PropertyBroken,
+    apply_edits,
+    decoded_or_counted,
+    edits_strategy,
+    fuzz_settings,
+    run_and_report,
+)  # noqa: E402
 
 FIELDS = struct.Struct("<4sBBBBBBHHHII")
 NAMES = ("magic", "version", "codec", "layout", "bits", "flags", "quality", "c", "h", "w", "body_crc", "header_crc")
@@ -104,17 +111,9 @@ class Fuzzer:
     def check(self, kind: str, name: str, data: bytes, forged: bool) -> None:
         """Decode ``data``; record the outcome; raise PropertyBroken if it breaks the property."""
         counter = self.outcomes.setdefault(kind, Counter())
-        try:
-            tensor = fc.decode(data)
-        except ValueError as error:
-            message = str(error)
-            word = next((w for w in OUTCOME_WORDS if w in message), "other")
-            counter[f"ValueError: {word}"] += 1
+        tensor = decoded_or_counted(fc.decode, data, counter, OUTCOME_WORDS, f"{name}/{kind}", f"{data[:64].hex()}…")
+        if tensor is None:
             return
-        except Exception as error:  # anything else breaks the property
-            raise PropertyBroken(
-                f"{name}/{kind}: {type(error).__name__}: {error}; stream {data[:64].hex()}…"
-            ) from error
         expected = self.expected[name]
         if tensor.shape == expected.shape and torch.equal(tensor, expected):
             counter["right tensor"] += 1

@@ -10,8 +10,9 @@ import resource
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -19,6 +20,26 @@ from hypothesis import strategies as st
 
 class PropertyBroken(Exception):
     """A case decoded to something other than the right result or a ``ValueError``."""
+
+
+T = TypeVar("T")
+
+
+def decoded_or_counted(
+    decode: Callable[[bytes], T], data: bytes, counter: Counter, words: Sequence[str], case: str, shown: str
+) -> T | None:
+    """``decode(data)``, or ``None`` after counting a ``ValueError`` under the first of ``words`` its message
+    contains (``ValueError: other`` if none); any other exception breaks the property (``case``: the setting
+    and kind of edit, ``shown``: the stream as the report quotes it)."""
+    try:
+        return decode(data)
+    except ValueError as error:
+        message = str(error)
+        word = next((w for w in words if w in message), "other")
+        counter[f"ValueError: {word}"] += 1
+        return None
+    except Exception as error:  # anything else (MemoryError, RuntimeError, ...) breaks the property
+        raise PropertyBroken(f"{case}: {type(error).__name__}: {error}; stream {shown}") from error
 
 
 def edits_strategy() -> st.SearchStrategy:
